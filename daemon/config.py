@@ -1,0 +1,129 @@
+"""The daemon's configuration: every setting with its embedded default and its limit.
+
+Values come from, in increasing priority: the embedded defaults below, the
+environment (``MEMORYD_*``) and the command line.  ``Config.validate`` checks
+every value and how limits relate, and names the offending key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from memoryd.client.paths import default_socket_path
+from memoryd.storage import Durability
+
+
+def default_data_dir() -> Path:
+    """``$MEMORYD_DATA_DIR``, else ``$XDG_DATA_HOME/memoryd``, else ``~/.local/share/memoryd``."""
+    explicit = os.environ.get("MEMORYD_DATA_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "memoryd"
+
+
+class ConfigError(ValueError):
+    """A setting has an invalid value; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Effective daemon settings.  Limits are named with their unit last."""
+
+    socket_path: Path = field(default_factory=default_socket_path)
+    data_dir: Path = field(default_factory=default_data_dir)
+    durability: Durability = Durability.FSYNC
+    # Relaxed durability only: the longest an acknowledged put may sit unsynced.
+    relaxed_sync_interval_ms: int = 50
+    segment_bytes_max: int = 64 * 1024 * 1024
+    connections_max: int = 1024
+    requests_in_flight_per_connection_max: int = 256
+    # Events accepted but not yet committed, across all clients: beyond it, puts get `busy`.
+    commit_queue_events_max: int = 100_000
+    # Largest group commit: bounds one write() and the latency of its first member.
+    commit_batch_events_max: int = 10_000
+    # A client whose unread responses exceed this is disconnected.
+    outbound_bytes_max: int = 64 * 1024 * 1024
+    # Extra uids allowed to connect besides the daemon's own and root.
+    allowed_uids: tuple[int, ...] = ()
+    shutdown_deadline_s: float = 30.0
+    log_level: str = "info"
+
+    def validate(self) -> Config:
+        """Return self if every value is valid, else raise ConfigError naming the key."""
+        positive_ints = (
+            "relaxed_sync_interval_ms",
+            "segment_bytes_max",
+            "connections_max",
+            "requests_in_flight_per_connection_max",
+            "commit_queue_events_max",
+            "commit_batch_events_max",
+            "outbound_bytes_max",
+        )
+        for key in positive_ints:
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+        if self.segment_bytes_max < 1024 * 1024:
+            raise ConfigError("segment_bytes_max must be at least 1 MiB")
+        if self.commit_batch_events_max > self.commit_queue_events_max:
+            raise ConfigError("commit_batch_events_max must not exceed commit_queue_events_max")
+        if self.shutdown_deadline_s <= 0:
+            raise ConfigError("shutdown_deadline_s must be positive")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(
+                f"log_level must be debug, info, warning or error: {self.log_level!r}"
+            )
+        if len(str(self.socket_path).encode()) > 107:
+            raise ConfigError(
+                f"socket_path is longer than a Unix socket allows: {self.socket_path}"
+            )
+        for uid in self.allowed_uids:
+            if not isinstance(uid, int) or uid < 0:
+                raise ConfigError(f"allowed_uids must hold non-negative integers, got {uid!r}")
+        return self
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, Durability):
+                value = value.value
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+def config_from_environment(base: Config | None = None) -> Config:
+    """Apply ``MEMORYD_*`` environment variables over ``base`` (defaults if None)."""
+    config = base or Config()
+    env = os.environ
+    changes: dict[str, Any] = {}
+    if env.get("MEMORYD_SOCKET"):
+        changes["socket_path"] = Path(env["MEMORYD_SOCKET"])
+    if env.get("MEMORYD_DATA_DIR"):
+        changes["data_dir"] = Path(env["MEMORYD_DATA_DIR"])
+    if env.get("MEMORYD_DURABILITY"):
+        changes["durability"] = parse_durability(env["MEMORYD_DURABILITY"], "MEMORYD_DURABILITY")
+    if env.get("MEMORYD_LOG_LEVEL"):
+        changes["log_level"] = env["MEMORYD_LOG_LEVEL"].lower()
+    return config.replace(**changes)
+
+
+def parse_durability(value: str, key: str) -> Durability:
+    try:
+        return Durability(value)
+    except ValueError:
+        choices = ", ".join(d.value for d in Durability)
+        raise ConfigError(f"{key} must be one of {choices}, got {value!r}") from None

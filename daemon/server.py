@@ -1,0 +1,274 @@
+"""The daemon's life, top to bottom: start up, serve, shut down in reverse order.
+
+Start: lock the data directory, open the log (recovery truncates a torn tail
+and refuses a corrupt log), replay it into the projection, start the commit
+writer, then bind the socket, so that a client that can connect is served
+from complete state.
+
+Stop (SIGTERM, SIGINT, or ``request_stop``): stop accepting connections, answer
+new requests with ``shutting_down``, let in-flight requests finish (bounded by
+``shutdown_deadline_s``), commit and fsync what is queued, close the log,
+remove the socket, release the lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from memoryd.client import errors
+from memoryd.client.errors import MemorydError
+from memoryd.daemon.config import Config
+from memoryd.daemon.connection import Connection
+from memoryd.daemon.service import Service
+from memoryd.daemon.writer import CommitWriter
+from memoryd.storage import DataDirLock, Durability, FileLog
+from memoryd.storage.projection import Projection
+
+log = logging.getLogger("memoryd.server")
+
+LISTEN_BACKLOG = 1024
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+class ConnectionRegistry:
+    """Tracks live connections, enforces connections_max and the uid allow-list."""
+
+    def __init__(self, config: Config, service: Service) -> None:
+        self.config = config
+        self.service = service
+        self.connections: set[Connection] = set()
+        self.stopping = False
+        self.accepted_total = 0
+        self.refused_total = 0
+        self._allowed_uids = {os.getuid(), 0, *config.allowed_uids}
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def admit(self, connection: Connection) -> MemorydError | None:
+        """Register a new connection, or say why it is refused."""
+        if connection.peer_uid not in self._allowed_uids:
+            self.refused_total += 1
+            return MemorydError(
+                errors.PERMISSION_DENIED, f"uid {connection.peer_uid} may not use this memoryd"
+            )
+        if self.stopping:
+            self.refused_total += 1
+            return MemorydError(errors.SHUTTING_DOWN, "memoryd is shutting down")
+        if len(self.connections) >= self.config.connections_max:
+            self.refused_total += 1
+            return MemorydError(
+                errors.BUSY,
+                f"too many connections (connections_max={self.config.connections_max})",
+            )
+        self.connections.add(connection)
+        self.accepted_total += 1
+        return None
+
+    def release(self, connection: Connection) -> None:
+        self.connections.discard(connection)
+        self.request_done()
+
+    def request_done(self) -> None:
+        if all(c.idle for c in self.connections):
+            self._idle.set()
+        else:
+            self._idle.clear()
+
+    async def wait_idle(self) -> None:
+        self.request_done()
+        await self._idle.wait()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "connections": len(self.connections),
+            "connections_max": self.config.connections_max,
+            "connections_accepted": self.accepted_total,
+            "connections_refused": self.refused_total,
+        }
+
+
+def prepare_socket_path(path: Path) -> None:
+    """Make the socket's folder private (0700) and clear a stale socket file.
+
+    Refuses a folder that other users can reach, a path that is not a socket,
+    and a socket that another live process is serving.
+    """
+    folder = path.parent
+    if not folder.exists():
+        folder.mkdir(mode=0o700, parents=True)
+    info = folder.stat()
+    if info.st_uid != os.getuid():
+        raise StartupError(f"socket folder {folder} belongs to uid {info.st_uid}, not to us")
+    if info.st_mode & 0o077:
+        raise StartupError(
+            f"socket folder {folder} is open to other users (mode {stat.S_IMODE(info.st_mode):o});"
+            " give the socket a private folder (mode 0700), as the default path does"
+        )
+    if not path.exists() and not path.is_symlink():
+        return
+    if not stat.S_ISSOCK(path.lstat().st_mode):
+        raise StartupError(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise StartupError(f"cannot probe existing socket {path}: {exc.strerror}") from None
+        log.info("removing stale socket %s", path)
+        path.unlink(missing_ok=True)
+    else:
+        raise StartupError(f"another memoryd is already serving at {path}")
+    finally:
+        probe.close()
+
+
+def bind_socket(path: Path) -> socket.socket:
+    """A listening Unix socket at ``path``, created with mode 0600 (no window wider)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(LISTEN_BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+class Daemon:
+    """One running memoryd.  ``run`` returns the process exit code."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._stop = asyncio.Event()
+        self.started_at = time.time()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, on_ready: Callable[[], None] | None = None) -> int:
+        config = self.config
+        data_dir = config.data_dir
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock = DataDirLock(data_dir)
+        lock.acquire()
+        try:
+            return await self._run_locked(on_ready)
+        finally:
+            lock.release()
+
+    async def _run_locked(self, on_ready: Callable[[], None] | None) -> int:
+        config = self.config
+        started = time.monotonic()
+        event_log, report = FileLog.open(
+            config.data_dir / "log",
+            segment_bytes_max=config.segment_bytes_max,
+            durability=config.durability,
+            relaxed_sync_interval_ms=config.relaxed_sync_interval_ms,
+        )
+        try:
+            if report.torn_tail is not None:
+                log.warning("recovery: %s", report.torn_tail.describe())
+            for notice in report.notices:
+                log.info("recovery: %s", notice)
+            projection = Projection()
+            projection.replay(event_log.read_from(1))
+            for bad in projection.unreadable:
+                log.error(
+                    "record %d is not a valid event (%s); kept in the log", bad.seq, bad.reason
+                )
+            log.info(
+                "replayed %d records (%d live frames) in %.2fs",
+                projection.records_applied,
+                len(projection.table),
+                time.monotonic() - started,
+            )
+            return await self._serve(event_log, projection, on_ready)
+        finally:
+            event_log.close()
+
+    async def _serve(
+        self, event_log: FileLog, projection: Projection, on_ready: Callable[[], None] | None
+    ) -> int:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        relaxed = config.durability == Durability.RELAXED
+        writer = CommitWriter(
+            event_log,
+            queue_events_max=config.commit_queue_events_max,
+            batch_events_max=config.commit_batch_events_max,
+            relaxed_sync_interval_ms=config.relaxed_sync_interval_ms if relaxed else None,
+        )
+        writer_task = asyncio.create_task(writer.run(), name="memoryd-writer")
+        registry: ConnectionRegistry | None = None
+
+        def stats_extra() -> dict[str, Any]:
+            return registry.stats() if registry is not None else {}
+
+        service = Service(config, event_log, projection, writer, stats_extra)
+        registry = ConnectionRegistry(config, service)
+        prepare_socket_path(config.socket_path)
+        sock = bind_socket(config.socket_path)
+        server = await loop.create_unix_server(lambda: Connection(registry), sock=sock)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        log.info(
+            "serving on %s (data in %s, durability %s)",
+            config.socket_path,
+            config.data_dir,
+            config.durability.value,
+        )
+        if on_ready is not None:
+            on_ready()
+        try:
+            await self._stop.wait()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            await self._shutdown(server, registry, writer, writer_task)
+        return 0
+
+    async def _shutdown(
+        self,
+        server: asyncio.AbstractServer,
+        registry: ConnectionRegistry,
+        writer: CommitWriter,
+        writer_task: asyncio.Task[None],
+    ) -> None:
+        log.info("stopping: no new connections; finishing requests in flight")
+        server.close()
+        registry.stopping = True
+        try:
+            async with asyncio.timeout(self.config.shutdown_deadline_s):
+                await registry.wait_idle()
+        except TimeoutError:
+            log.warning("shutdown deadline passed with requests still in flight")
+        writer.stop()
+        await writer_task
+        writer.close()
+        for connection in list(registry.connections):
+            connection.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.config.socket_path.unlink()
+        log.info("stopped cleanly: log synced and closed")
