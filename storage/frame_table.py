@@ -90,7 +90,7 @@ class FrameTable:
         offset: int,
         length: int,
     ) -> bool:
-        """Record a committed FRAME_PUT; returns False (and changes nothing) for a live duplicate."""
+        """Record a committed FRAME_PUT; False (and no change) for a live duplicate."""
         if frame_id in self._by_id:
             return False
         assert 0 < seq < SEQ_SPACE, seq

@@ -1,0 +1,41 @@
+"""``memoryd repair``: move damaged records aside into quarantine, keep every valid one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import orjson
+
+from memoryd.daemon.config import default_data_dir
+from memoryd.storage import DataDirLockedError, repair_data_dir
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+def add_repair_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "repair",
+        help="quarantine damaged records and keep every valid one (daemon must be stopped)",
+        description="Rewrite the log without its damaged records, which are moved into a "
+        "quarantine file under DATA_DIR/quarantine/. Every record with a valid checksum is "
+        "kept and the hash chain re-linked. The daemon must be stopped.",
+    )
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.set_defaults(func=run_repair)
+
+
+def run_repair(args: argparse.Namespace) -> int:
+    data_dir = args.data_dir or default_data_dir()
+    try:
+        report = repair_data_dir(data_dir)
+    except DataDirLockedError as exc:
+        print(f"memoryd: {exc}; stop it before repairing", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(report.summary())
+    return EXIT_OK

@@ -1,0 +1,56 @@
+"""FrameTable against a plain-dict model: any sequence of puts and deletes agrees."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memoryd.storage.frame_table import FrameTable
+
+operations = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "delete"]),
+        st.integers(0, 15),  # which id
+        st.integers(0, 50),  # timestamp
+        st.sampled_from(["a", "b"]),
+        st.sampled_from(["fact", "note"]),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations, st.integers(1, 6))
+def test_table_matches_model(ops: list[tuple[str, int, int, str, str]], page: int) -> None:
+    table = FrameTable()
+    model: dict[str, tuple[int, int, str, str]] = {}  # id -> (ts, seq, ns, kind)
+    for seq, (op, which, ts, ns, kind) in enumerate(ops, start=1):
+        frame_id = f"id{which}"
+        if op == "put":
+            applied = table.apply_put(frame_id, seq, ts, ns, kind, 1, 0, 10)
+            assert applied == (frame_id not in model)
+            model.setdefault(frame_id, (ts, seq, ns, kind))
+        else:
+            assert table.apply_delete(frame_id) == (frame_id in model)
+            model.pop(frame_id, None)
+        table._check()
+    for ns in (None, "a", "b"):
+        for kind in (None, "fact", "note"):
+            expected = sorted(
+                (v[0], v[1], k)
+                for k, v in model.items()
+                if (ns is None or v[2] == ns) and (kind is None or v[3] == kind)
+            )
+            got: list[str] = []
+            cursor = None
+            while True:
+                result = table.range(
+                    since_ms=None, until_ms=None, namespace=ns, kind=kind, limit=page, cursor=cursor
+                )
+                got += [table.id_at_key(s.key) for s in result.slots]
+                if result.next_cursor is None:
+                    break
+                cursor = result.next_cursor
+            assert got == [k for _, _, k in expected]
+            newest = table.recent(namespace=ns, kind=kind, limit=1000, cursor=None)
+            assert [table.id_at_key(s.key) for s in newest.slots] == got[::-1]

@@ -1,0 +1,97 @@
+"""FrameTable: ids, locations and chronological order, with invariants checked after each change."""
+
+from __future__ import annotations
+
+import pytest
+
+from memoryd.storage.frame_table import CursorError, FrameTable
+
+
+def put(
+    table: FrameTable, frame_id: str, seq: int, ts: int, ns: str = "a", kind: str = "note"
+) -> bool:
+    applied = table.apply_put(frame_id, seq, ts, ns, kind, 1, seq * 100, 100)
+    table._check()
+    return applied
+
+
+def ids(table: FrameTable, slots: list) -> list[str]:  # type: ignore[type-arg]
+    return [table.id_at_key(slot.key) for slot in slots]
+
+
+def test_put_get_delete() -> None:
+    table = FrameTable()
+    assert put(table, "x", 1, 1000)
+    assert not put(table, "x", 2, 2000)  # a live duplicate changes nothing
+    slot = table.get("x")
+    assert slot is not None and slot.seq == 1 and slot.offset == 100
+    assert table.apply_delete("x")
+    table._check()
+    assert table.get("x") is None and "x" not in table and len(table) == 0
+    assert not table.apply_delete("x")
+    assert table.frames_deleted == 1
+
+
+def test_recent_is_newest_first_with_same_millisecond_in_log_order() -> None:
+    table = FrameTable()
+    for seq, ts in enumerate([5, 1, 5, 3], start=1):
+        put(table, f"f{seq}", seq, ts)
+    page = table.recent(namespace=None, kind=None, limit=10, cursor=None)
+    assert ids(table, page.slots) == ["f3", "f1", "f4", "f2"]
+    assert page.next_cursor is None
+
+
+def test_recent_pages_with_cursor_cover_everything_once() -> None:
+    table = FrameTable()
+    for seq in range(1, 26):
+        put(table, f"f{seq}", seq, 1000 + seq)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = table.recent(namespace=None, kind=None, limit=7, cursor=cursor)
+        seen += ids(table, page.slots)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == [f"f{seq}" for seq in range(25, 0, -1)]
+
+
+def test_filters_by_namespace_and_kind() -> None:
+    table = FrameTable()
+    put(table, "a1", 1, 10, "a", "fact")
+    put(table, "b1", 2, 20, "b", "fact")
+    put(table, "a2", 3, 30, "a", "note")
+    put(table, "b2", 4, 40, "b", "note")
+
+    def recent(ns: str | None, kind: str | None) -> list[str]:
+        return ids(table, table.recent(namespace=ns, kind=kind, limit=10, cursor=None).slots)
+
+    assert recent("a", None) == ["a2", "a1"]
+    assert recent(None, "fact") == ["b1", "a1"]
+    assert recent("b", "note") == ["b2"]
+    assert recent("zzz", None) == []
+    assert table.namespaces() == {"a": 2, "b": 2}
+
+
+def test_range_is_oldest_first_since_inclusive_until_exclusive() -> None:
+    table = FrameTable()
+    for seq, ts in enumerate([100, 200, 300, 400], start=1):
+        put(table, f"f{ts}", seq, ts)
+    page = table.range(since_ms=200, until_ms=400, namespace=None, kind=None, limit=10, cursor=None)
+    assert ids(table, page.slots) == ["f200", "f300"]
+    first = table.range(
+        since_ms=None, until_ms=None, namespace=None, kind=None, limit=2, cursor=None
+    )
+    assert ids(table, first.slots) == ["f100", "f200"] and first.next_cursor is not None
+    rest = table.range(
+        since_ms=None, until_ms=None, namespace=None, kind=None, limit=2, cursor=first.next_cursor
+    )
+    assert ids(table, rest.slots) == ["f300", "f400"] and rest.next_cursor is None
+
+
+@pytest.mark.parametrize("cursor", ["", "abc", "-1", "1" * 40, "١٢٣"])
+def test_invalid_cursor_is_rejected(cursor: str) -> None:
+    table = FrameTable()
+    put(table, "x", 1, 1)
+    with pytest.raises(CursorError):
+        table.recent(namespace=None, kind=None, limit=5, cursor=cursor)
