@@ -55,6 +55,8 @@ class Connection(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._closing = False
+        # After a framing error: read nothing more, close once answers are out.
+        self._draining = False
         self.peer_uid = -1
         self.requests = 0
 
@@ -88,15 +90,19 @@ class Connection(asyncio.Protocol):
         self._update_reading()
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
+        if self._closing or self._draining:
             return
         try:
             bodies = self._decoder.feed(data)
         except protocol.FramingError as exc:
+            # Serve the whole messages that came before the bad header, so how
+            # bytes were split into reads never changes which requests run.
+            for body in exc.bodies:
+                self._handle(body)
             self._fail_and_close(None, exc)
             return
         for body in bodies:
-            if self._closing:
+            if self._closing or self._draining:
                 return
             self._handle(body)
 
@@ -167,6 +173,8 @@ class Connection(asyncio.Protocol):
             self._send_result(request_id, done.result())
         self._update_reading()
         self._registry.request_done()
+        if self._draining and self._in_flight == 0:
+            self.close()
 
     # -- output and flow control ----------------------------------------------------
 
@@ -195,7 +203,9 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._closing or transport.is_closing():
             return
-        should_pause = self._writing_paused or self._in_flight >= self._in_flight_max
+        should_pause = (
+            self._draining or self._writing_paused or self._in_flight >= self._in_flight_max
+        )
         if should_pause and not self._reading_paused:
             transport.pause_reading()
             self._reading_paused = True
@@ -204,12 +214,16 @@ class Connection(asyncio.Protocol):
             self._reading_paused = False
 
     def _fail_and_close(self, request_id: Any, exc: MemorydError) -> None:
+        """Answer with ``exc``, then close once every earlier request is answered."""
         transport = self._transport
         if transport is None:
             return
-        transport.write(protocol.encode_error(request_id, exc.code, exc.message))
-        self._closing = True
-        transport.close()
+        self._send(protocol.encode_error(request_id, exc.code, exc.message))
+        self._draining = True
+        transport.pause_reading()
+        self._reading_paused = True
+        if self._in_flight == 0:
+            self.close()
 
     @property
     def idle(self) -> bool:
