@@ -46,6 +46,11 @@ RECORD_OVERHEAD_BYTES = RECORD_HEADER_BYTES + RECORD_TRAILER_BYTES
 RECORD_PAYLOAD_BYTES_MAX = 16 * 1024 * 1024
 HASH_BYTES = 32
 GENESIS_HASH = bytes(HASH_BYTES)
+# The header's field widths bound these; checking them in encode_record turns an
+# out-of-range value into a RecordError instead of a struct.error.
+RECORD_SEQ_MAX = 2**64 - 1
+RECORD_TIMESTAMP_MS_MIN = -(2**63)
+RECORD_TIMESTAMP_MS_MAX = 2**63 - 1
 
 assert RECORD_HEADER_BYTES == 60
 assert RECORD_OVERHEAD_BYTES == 64
@@ -102,8 +107,10 @@ def encode_record(
         raise RecordError("too_large", f"payload of {len(payload)} bytes")
     if len(prev_hash) != HASH_BYTES:
         raise RecordError("bad_hash", f"prev_hash of {len(prev_hash)} bytes")
-    if seq < 1:
+    if not 1 <= seq <= RECORD_SEQ_MAX:
         raise RecordError("bad_seq", f"sequence number {seq}")
+    if not RECORD_TIMESTAMP_MS_MIN <= timestamp_ms <= RECORD_TIMESTAMP_MS_MAX:
+        raise RecordError("bad_timestamp", f"timestamp {timestamp_ms} ms")
     body = (
         RECORD_HEADER_STRUCT.pack(
             RECORD_MAGIC,

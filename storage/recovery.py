@@ -1,0 +1,183 @@
+"""Recovery: verify the whole log before it is opened, and cut a torn tail.
+
+Run by ``FileLog.open``.  Reads every segment in seq order and verifies every
+record's CRC, that seqs strictly increase (a gap is allowed and reported: repair
+can leave one), that each segment's name is the seq of its first record, and
+the hash chain across segment boundaries.
+
+A crash can only leave damage at the very end of the last segment, because
+the writer syncs a segment before it starts the next one.  So:
+
+* Damage at the end of the last segment with no valid record after it is a
+  *torn tail*: its bytes are copied to the quarantine directory (and synced),
+  then the segment is truncated to where the damage starts (and synced).
+* Any other problem is *corruption*: LogCorruptionError is raised and nothing
+  is changed.  A start never drops a valid record.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from memoryd.storage.errors import LogCorruptionError
+from memoryd.storage.fsio import fsync_dir, make_dir_durable, read_file, write_new_file_durably
+from memoryd.storage.layout import (
+    repair_ready_dir,
+    repair_tmp_dir,
+    torn_tail_file_name,
+    unused_path,
+)
+from memoryd.storage.record import GENESIS_HASH
+from memoryd.storage.scan import Damage, Link, scan_segment
+from memoryd.storage.segment import SegmentFile, list_segments
+
+
+@dataclass(frozen=True, slots=True)
+class TornTail:
+    """A torn tail that recovery cut from the last segment and saved to quarantine."""
+
+    segment: Path
+    offset: int
+    bytes_dropped: int
+    saved_to: Path
+    reason: str
+
+    def describe(self) -> str:
+        return (
+            f"dropped a torn tail of {self.bytes_dropped} bytes at offset {self.offset} "
+            f"of segment {self.segment.name} ({self.reason}); saved to {self.saved_to}"
+        )
+
+
+@dataclass(slots=True)
+class RecoveryReport:
+    """What recovery found; ``last_seq``/``last_hash`` are where the next append links."""
+
+    segments: int = 0
+    records: int = 0
+    last_seq: int = 0
+    last_hash: bytes = GENESIS_HASH
+    torn_tail: TornTail | None = None
+    notices: list[str] = field(default_factory=list)
+
+
+def recover_log(log_dir: Path, quarantine_dir: Path) -> RecoveryReport:
+    """Verify the log in ``log_dir`` and cut a torn tail; create ``log_dir`` if missing.
+
+    Raises LogCorruptionError (changing nothing) when the log is damaged other
+    than by a torn tail.  The caller must hold the data directory's lock.
+    """
+    report = RecoveryReport()
+    _prepare_log_dir(log_dir, report.notices)
+    segments, others = list_segments(log_dir)
+    report.notices.extend(f"ignored {name!r} in {log_dir}: not a segment file" for name in others)
+    link = Link()
+    for index, segment in enumerate(segments):
+        is_last = index == len(segments) - 1
+        report.records += _verify_segment(segment, is_last, link, quarantine_dir, report)
+    report.segments = len(segments)
+    if segments and _remove_misnamed_empty_tail(segments[-1], link.seq, report.notices):
+        report.segments -= 1
+    report.last_seq = link.seq
+    report.last_hash = link.hash
+    return report
+
+
+def _prepare_log_dir(log_dir: Path, notices: list[str]) -> None:
+    """Finish a repair interrupted between its two renames, else make sure the log dir exists."""
+    if complete_interrupted_repair(log_dir):
+        notices.append(f"finished an interrupted repair: moved {repair_ready_dir(log_dir).name} in")
+    elif repair_ready_dir(log_dir).exists():
+        notices.append(
+            f"ignored {repair_ready_dir(log_dir).name}: a repair that never replaced the log"
+        )
+    if repair_tmp_dir(log_dir).exists():
+        notices.append(f"ignored {repair_tmp_dir(log_dir).name}: an interrupted repair's work")
+    make_dir_durable(log_dir)
+
+
+def complete_interrupted_repair(log_dir: Path) -> bool:
+    """If repair moved the old log aside but crashed before moving the new one in, move it in.
+
+    The repaired log is only renamed to its "ready" name once complete and
+    synced (repair.py), so it is safe to adopt.  Returns whether it did.
+    """
+    ready = repair_ready_dir(log_dir)
+    if log_dir.exists() or not ready.is_dir():
+        return False
+    os.rename(ready, log_dir)
+    fsync_dir(log_dir.parent)
+    return True
+
+
+def _verify_segment(
+    segment: SegmentFile,
+    is_last: bool,
+    link: Link,
+    quarantine_dir: Path,
+    report: RecoveryReport,
+) -> int:
+    """Verify one segment against ``link`` (advancing it); returns its record count."""
+    buf = read_file(segment.path)
+    if segment.first_seq <= link.seq:
+        raise LogCorruptionError(
+            segment.path, 0, "segment_name", f"named {segment.first_seq} after seq {link.seq}"
+        )
+    if not buf and not is_last:
+        report.notices.append(f"segment {segment.path.name} is empty")
+    records = 0
+    for item in scan_segment(buf):
+        if isinstance(item, Damage):
+            if is_last and item.offset + item.length == len(buf):
+                report.torn_tail = _cut_torn_tail(segment, buf, item, quarantine_dir)
+                break
+            raise LogCorruptionError(segment.path, item.offset, item.reason, item.detail)
+        record = item.record
+        if item.offset == 0 and record.seq != segment.first_seq:
+            raise LogCorruptionError(
+                segment.path, 0, "segment_name", f"first record has seq {record.seq}"
+            )
+        problem = link.problem(record)
+        if problem is not None:
+            raise LogCorruptionError(segment.path, item.offset, *problem)
+        if link.gap(record):
+            report.notices.append(
+                f"seqs {link.seq + 1}..{record.seq - 1} are missing before offset "
+                f"{item.offset} of segment {segment.path.name} (left by a repair)"
+            )
+        link.advance(record)
+        records += 1
+    return records
+
+
+def _cut_torn_tail(
+    segment: SegmentFile, buf: bytes, damage: Damage, quarantine_dir: Path
+) -> TornTail:
+    """Save the torn bytes to quarantine, durably, and only then truncate them away."""
+    make_dir_durable(quarantine_dir)
+    saved_to = unused_path(quarantine_dir / torn_tail_file_name(segment.first_seq, damage.offset))
+    write_new_file_durably(saved_to, buf[damage.offset :])
+    fd = os.open(segment.path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, damage.offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return TornTail(segment.path, damage.offset, damage.length, saved_to, damage.reason)
+
+
+def _remove_misnamed_empty_tail(segment: SegmentFile, last_seq: int, notices: list[str]) -> bool:
+    """Remove an empty last segment whose name is not the next seq (appends would misname it).
+
+    Only a crash between creating a segment and writing it, followed by a cut,
+    leaves an empty last segment, and then its name is the next seq; this
+    guards the naming rule rather than an expected case.
+    """
+    if segment.first_seq == last_seq + 1 or segment.path.stat().st_size != 0:
+        return False
+    segment.path.unlink()
+    fsync_dir(segment.path.parent)
+    notices.append(f"removed empty segment {segment.path.name}: not named after the next seq")
+    return True
