@@ -65,6 +65,11 @@ class MemorydError(Exception):
         self.message = message
         self.details = details or {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's default pickling replays ``self.args`` (one string) into
+        # __init__, which takes three; errors must cross process boundaries.
+        return (type(self), (self.code, self.message, self.details or None))
+
 
 class RequestError(MemorydError):
     """The server rejected a request (bad input, unknown op, limit)."""

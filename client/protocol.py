@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import orjson
 
-from memoryd.client import errors
+from . import errors
 
 PROTOCOL_VERSION: Final = 1
 HEADER_STRUCT: Final = struct.Struct(">IB")
@@ -69,7 +69,15 @@ DEFAULT_KINDS: Final = ("conversation", "fact", "note", "breakthrough", "event",
 
 
 class FramingError(errors.MemorydError):
-    """The byte stream cannot be split into messages; the connection must close."""
+    """The byte stream cannot be split into messages; the connection must close.
+
+    ``bodies`` holds the complete messages that preceded the bad header in the
+    same ``feed`` call, so that a reader can still answer them before it sends
+    the framing error and closes; how bytes were split into reads must not
+    change which requests get served.
+    """
+
+    bodies: list[bytes] = []  # replaced per instance, never mutated
 
 
 def encode_message(body: dict[str, Any]) -> bytes:
@@ -106,7 +114,9 @@ class MessageDecoder:
     ``feed`` returns the complete bodies seen so far; a partial message stays
     buffered.  It raises FramingError (``message_too_large`` or ``bad_frame``
     or ``unsupported_version``) as soon as a header is invalid, before
-    buffering the oversized body.
+    buffering the oversized body; the error's ``bodies`` carries the complete
+    messages of that same call that came before the bad header.  After a
+    FramingError the decoder is dead: the connection must be closed.
     """
 
     __slots__ = ("_buffer", "_limit")
@@ -127,15 +137,19 @@ class MessageDecoder:
         while len(buf) - pos >= HEADER_BYTES:
             length, version = HEADER_STRUCT.unpack_from(buf, pos)
             if version != PROTOCOL_VERSION:
-                raise FramingError(
+                exc = FramingError(
                     errors.UNSUPPORTED_VERSION,
                     f"message version byte {version}, this server speaks {PROTOCOL_VERSION}",
                 )
+                exc.bodies = bodies
+                raise exc
             if length > self._limit:
-                raise FramingError(
+                exc = FramingError(
                     errors.MESSAGE_TOO_LARGE,
                     f"length prefix {length} exceeds message_bytes_max={self._limit}",
                 )
+                exc.bodies = bodies
+                raise exc
             end = pos + HEADER_BYTES + length
             if len(buf) < end:
                 break
@@ -171,11 +185,13 @@ def parse_request(body: bytes) -> Request:
     id_ok = request_id is None or (
         isinstance(request_id, int | str)
         and not isinstance(request_id, bool)
-        and len(str(request_id)) <= REQUEST_ID_BYTES_MAX
+        # Bytes, as the limit's name says (orjson has already rejected lone surrogates).
+        and len(str(request_id).encode()) <= REQUEST_ID_BYTES_MAX
     )
     if not id_ok:
         raise errors.MemorydError(
-            errors.BAD_REQUEST, "id must be an integer or a string of at most 64 characters"
+            errors.BAD_REQUEST,
+            f"id must be an integer or a string of at most {REQUEST_ID_BYTES_MAX} bytes",
         )
     op = obj.get("op")
     if not isinstance(op, str):

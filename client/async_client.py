@@ -1,0 +1,450 @@
+"""The asyncio client: many concurrent calls multiplexed on one Unix socket connection.
+
+The connection is an ``asyncio.Protocol``: ``data_received`` decodes
+responses and resolves the waiting call's future by request id, so no reader
+task exists and nothing runs loose.  Calls in flight are bounded by a
+semaphore; writers wait while the transport's buffer is full.  Methods build
+their request with ``ops`` exactly as the blocking client does; the only code
+here is the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+from . import errors, ops, protocol
+from .models import DeleteResult, Frame, Page, PutResult, ServerInfo
+from .paths import default_socket_path
+
+T = TypeVar("T")
+
+_Response = dict[str, Any]
+
+
+class _ConnectionLostError(Exception):
+    """Internal: the connection broke before the response arrived (maybe retryable)."""
+
+
+class _Connection(asyncio.Protocol):
+    """One connection: writes requests, resolves each response's future by its id.
+
+    A response whose id no call waits for any more (the call timed out or was
+    cancelled) is dropped.  When the connection breaks, every waiting call
+    fails with _ConnectionLostError; when the server sends a connection-level
+    error (id null), every waiting call fails with it.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._decoder = protocol.MessageDecoder()
+        self._pending: dict[int, asyncio.Future[_Response]] = {}
+        self._transport: asyncio.Transport | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self.lost = False
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.server_info: ServerInfo | None = None
+
+    # asyncio.Protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            bodies = self._decoder.feed(data)
+        except protocol.FramingError as exc:
+            self.fail(ops.bad_stream(exc))
+            return
+        for body in bodies:
+            try:
+                response = protocol.parse_response(body)
+            except errors.ProtocolViolationError as exc:
+                self.fail(exc)
+                return
+            request_id = response.get("id")
+            future = self._pending.pop(request_id, None) if type(request_id) is int else None
+            if future is not None:
+                if not future.done():
+                    future.set_result(response)
+            elif ops.is_connection_error(response):
+                self.fail(ops.error_of(response))
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._writable.set()  # wake writers, who then see the connection is gone
+        self._fail_pending(_ConnectionLostError)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # used by AsyncClient
+
+    @property
+    def usable(self) -> bool:
+        return not self.lost and self._transport is not None and not self._transport.is_closing()
+
+    async def request(self, request_id: int, data: bytes) -> _Response:
+        """Send one request and wait for its response."""
+        await self.wait_writable()
+        future = self.send(request_id, data)
+        try:
+            return await future
+        finally:
+            self._pending.pop(request_id, None)  # cancelled or timed out: forget it
+
+    async def wait_writable(self) -> None:
+        if not self._writable.is_set():
+            await self._writable.wait()
+
+    def send(self, request_id: int, data: bytes) -> asyncio.Future[_Response]:
+        """Write one request; the returned future gets its response."""
+        if not self.usable:
+            raise _ConnectionLostError
+        assert self._transport is not None
+        future: asyncio.Future[_Response] = self._loop.create_future()
+        self._pending[request_id] = future
+        self._transport.write(data)
+        return future
+
+    def forget(self, request_id: int) -> None:
+        self._pending.pop(request_id, None)
+
+    def fail(self, error: errors.MemorydError) -> None:
+        """Fail every waiting call with (a copy of) ``error``, and close."""
+        self._fail_pending(lambda: type(error)(error.code, error.message, error.details or None))
+        if self._transport is not None:
+            self._transport.close()
+
+    def _fail_pending(self, make_error: Callable[[], BaseException]) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(make_error())
+
+
+class AsyncClient:
+    """An asyncio memoryd client; the same methods as Client, as coroutines.
+
+    Connects, and sends hello, on the first call or on ``__aenter__``; many
+    tasks may call concurrently on one connection (at most ``in_flight_max``
+    requests in flight; more wait).  ``timeout`` bounds each call in seconds
+    (ClientTimeoutError); a timed-out or cancelled call leaves the connection
+    usable.  If the connection breaks during an idempotent op (every op the
+    client wraps), the call reconnects once and resends.  ``close()`` fails
+    calls still waiting with DaemonConnectionError, and makes every later call
+    raise it.
+    """
+
+    def __init__(
+        self,
+        socket_path: str | Path | None = None,
+        *,
+        timeout: float = 30.0,
+        client_name: str = "memoryd-python",
+        in_flight_max: int = ops.PIPELINE_WINDOW,
+    ) -> None:
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        if in_flight_max < 1:
+            raise ValueError(f"in_flight_max must be at least 1, got {in_flight_max}")
+        self.socket_path = Path(socket_path) if socket_path is not None else default_socket_path()
+        self.timeout = timeout
+        self.client_name = client_name
+        self.in_flight_max = in_flight_max
+        self._conn: _Connection | None = None
+        self._connect_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(in_flight_max)
+        self._next_id = 1
+        self._closed = False
+
+    # --- ops ----------------------------------------------------------------
+
+    async def ping(self) -> float:
+        """Round-trip time of a ping, in seconds."""
+        start = time.perf_counter()
+        await self._execute(ops.ping())
+        return time.perf_counter() - start
+
+    async def put(
+        self,
+        content: str,
+        *,
+        kind: str = protocol.DEFAULT_KIND,
+        namespace: str = protocol.DEFAULT_NAMESPACE,
+        tags: Iterable[str] = (),
+        importance: float = protocol.DEFAULT_IMPORTANCE,
+        metadata: Mapping[str, Any] | None = None,
+        private: bool = False,
+        source: str = "",
+        timestamp_ms: int | None = None,
+    ) -> PutResult:
+        """Store one memory durably; the same (namespace, kind, content) again is a no-op."""
+        return await self._execute(
+            ops.put(
+                content,
+                kind=kind,
+                namespace=namespace,
+                tags=tags,
+                importance=importance,
+                metadata=metadata,
+                private=private,
+                source=source,
+                timestamp_ms=timestamp_ms,
+            )
+        )
+
+    async def put_batch(self, frames: Iterable[Mapping[str, Any]]) -> list[PutResult]:
+        """Store frames (put arguments as mappings) all or nothing; results in the same order."""
+        return await self._execute(ops.put_batch(frames))
+
+    async def get(self, frame_id: str) -> Frame:
+        """The live frame with that id; NotFoundError if there is none."""
+        return await self._execute(ops.get(frame_id))
+
+    async def recent(
+        self,
+        *,
+        namespace: str | None = None,
+        kind: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> Page:
+        """Live frames, newest first."""
+        return await self._execute(
+            ops.recent(namespace=namespace, kind=kind, limit=limit, cursor=cursor)
+        )
+
+    async def range(
+        self,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        namespace: str | None = None,
+        kind: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """Live frames with since_ms <= timestamp_ms < until_ms, oldest first."""
+        return await self._execute(
+            ops.time_range(
+                since_ms=since_ms,
+                until_ms=until_ms,
+                namespace=namespace,
+                kind=kind,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
+
+    async def delete(self, frame_id: str) -> DeleteResult:
+        """Delete a frame; deleting an unknown or deleted id is not an error."""
+        return await self._execute(ops.delete(frame_id))
+
+    async def stats(self) -> dict[str, Any]:
+        """The daemon's counters (free-form: names to numbers or strings)."""
+        return await self._execute(ops.stats())
+
+    async def call(self, op: str, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Any op by name; returns its result object.  Retried only if the op is idempotent."""
+        return await self._execute(ops.generic(op, args))
+
+    async def pipeline_put(self, frames: Iterable[Mapping[str, Any]]) -> list[PutResult]:
+        """Many independent puts written without waiting for each response; results in order.
+
+        Up to ``in_flight_max`` are in flight.  Each put stands alone: when
+        some fail, the others are still stored, and the first failure (in
+        order) is raised with ``details["index"]``.  ``timeout`` bounds each
+        wait for progress, not the whole pipeline.  Puts left unanswered by a
+        broken connection are resent once after reconnecting.
+        """
+        args_list = ops.frames_args(frames)
+        responses: list[_Response | None] = [None] * len(args_list)
+        for attempt in range(2):
+            missing = [i for i, response in enumerate(responses) if response is None]
+            if not missing:
+                break
+            if attempt:
+                # Only a lost connection leaves responses missing.
+                self._check_open()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    conn = await self._connection()
+                await self._pipeline(conn, args_list, missing, responses)
+            except TimeoutError:
+                raise ops.timed_out("put", self.timeout) from None
+        if any(response is None for response in responses):
+            raise ops.connection_broken(self.socket_path, "put", retried=True)
+        return ops.pipeline_results([r for r in responses if r is not None])
+
+    # --- lifecycle ----------------------------------------------------------
+
+    @property
+    def server_info(self) -> ServerInfo | None:
+        """The hello result of the current connection; None while not connected."""
+        conn = self._conn
+        return conn.server_info if conn is not None and conn.usable else None
+
+    async def connect(self) -> ServerInfo:
+        """Connect and hello now, unless already connected; returns the hello result."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                conn = await self._connection()
+        except TimeoutError:
+            raise ops.timed_out("hello", self.timeout) from None
+        assert conn.server_info is not None
+        return conn.server_info
+
+    async def close(self) -> None:
+        """Close the connection and wait until it is closed; the client cannot be used again.
+
+        Calls still waiting fail with DaemonConnectionError.  Idempotent.
+        """
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.fail(ops.client_closed())
+            await conn.closed
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        conn = self._conn
+        state = "closed" if self._closed else "connected" if conn and conn.usable else "idle"
+        return f"<AsyncClient {str(self.socket_path)!r} {state}>"
+
+    # --- transport ----------------------------------------------------------
+
+    async def _execute(self, call: ops.Call[T]) -> T:
+        try:
+            async with asyncio.timeout(self.timeout):
+                response = await self._request(call)
+        except TimeoutError:
+            raise ops.timed_out(call.op, self.timeout) from None
+        return call.decode(ops.result_of(response))
+
+    async def _request(self, call: ops.Call[Any]) -> _Response:
+        for attempt in range(2):
+            conn = await self._connection()
+            request_id = self._take_ids(1)
+            data = ops.encode(request_id, call.op, call.args)
+            try:
+                async with self._slots:
+                    return await conn.request(request_id, data)
+            except _ConnectionLostError:
+                if not call.idempotent:
+                    raise ops.connection_broken(self.socket_path, call.op, retried=False) from None
+                if attempt:
+                    raise ops.connection_broken(self.socket_path, call.op, retried=True) from None
+        raise AssertionError("unreachable")
+
+    def _take_ids(self, count: int) -> int:
+        first = self._next_id
+        self._next_id += count
+        return first
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ops.client_closed()
+
+    async def _connection(self) -> _Connection:
+        conn = self._conn
+        if conn is not None and conn.usable:
+            return conn
+        async with self._connect_lock:
+            conn = self._conn
+            if conn is not None and conn.usable:
+                return conn
+            self._check_open()
+            conn = await self._open()
+            if self._closed:  # close() ran while we were connecting
+                conn.fail(ops.client_closed())
+                raise ops.client_closed()
+            self._conn = conn
+            return conn
+
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await loop.create_unix_connection(
+                lambda: _Connection(loop), str(self.socket_path)
+            )
+        except OSError as exc:
+            raise ops.connect_error(self.socket_path, exc) from None
+        hello = ops.hello(self.client_name)
+        request_id = self._take_ids(1)
+        try:
+            response = await conn.request(request_id, ops.encode(request_id, "hello", hello.args))
+            conn.server_info = hello.decode(ops.result_of(response))
+        except _ConnectionLostError:
+            raise errors.DaemonConnectionError(
+                errors.CONNECTION_FAILED,
+                f"memoryd at {self.socket_path} closed the connection during hello",
+            ) from None
+        except BaseException:
+            conn.fail(ops.client_closed())
+            raise
+        return conn
+
+    async def _pipeline(
+        self,
+        conn: _Connection,
+        args_list: list[dict[str, Any]],
+        indexes: list[int],
+        responses: list[_Response | None],
+    ) -> None:
+        """Send the puts at ``indexes``, fill ``responses``; a lost connection leaves gaps."""
+        first_id = self._take_ids(len(indexes))
+        messages = [ops.encode(first_id + n, "put", args_list[i]) for n, i in enumerate(indexes)]
+        loop = asyncio.get_running_loop()
+        sent: list[tuple[int, int, asyncio.Future[_Response]]] = []
+        try:
+            async with asyncio.timeout(self.timeout) as deadline:
+                for n, i in enumerate(indexes):
+                    await self._slots.acquire()
+                    try:
+                        await conn.wait_writable()
+                        future = conn.send(first_id + n, messages[n])
+                    except _ConnectionLostError:
+                        self._slots.release()
+                        break  # what was sent is still awaited below; the rest is resent
+                    except BaseException:
+                        self._slots.release()
+                        raise
+                    future.add_done_callback(lambda _: self._slots.release())
+                    sent.append((i, first_id + n, future))
+                    deadline.reschedule(loop.time() + self.timeout)
+                for i, _, future in sent:
+                    try:
+                        responses[i] = await future
+                    except _ConnectionLostError:
+                        continue
+                    deadline.reschedule(loop.time() + self.timeout)
+        finally:
+            for _, request_id, future in sent:
+                conn.forget(request_id)
+                if not future.done():
+                    future.cancel()
+                elif not future.cancelled():
+                    future.exception()  # retrieved: no "never retrieved" log

@@ -1,0 +1,193 @@
+"""Typed, immutable results of the protocol's ops, decoded from their wire objects.
+
+Each ``from_wire`` checks every field it reads (type and presence) and raises
+ProtocolViolationError naming the field when the server sent something the
+protocol does not allow: a result is checked where it crosses the boundary,
+so code using it can trust it.  Unknown fields are ignored, so that a newer
+server may add fields without breaking older clients (PROTOCOL.md, versioning).
+Field names are the wire names, so ``dataclasses.asdict`` gives the wire form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from . import errors
+
+_T = TypeVar("_T")
+
+
+def _violation(what: str) -> errors.ProtocolViolationError:
+    return errors.ProtocolViolationError(errors.PROTOCOL_VIOLATION, what)
+
+
+def _field(obj: Mapping[str, Any], name: str, kind: type[_T], where: str) -> _T:
+    """``obj[name]`` if present and of type ``kind`` (bool is never an int here)."""
+    value = obj.get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _violation(f"{where}.{name} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _optional(obj: Mapping[str, Any], name: str, kind: type[_T], where: str) -> _T | None:
+    if obj.get(name) is None:
+        return None
+    return _field(obj, name, kind, where)
+
+
+def _number(obj: Mapping[str, Any], name: str, where: str) -> float:
+    value = obj.get(name)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise _violation(f"{where}.{name} must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _strings(obj: Mapping[str, Any], name: str, where: str) -> tuple[str, ...]:
+    items = _field(obj, name, list, where)
+    if not all(isinstance(item, str) for item in items):
+        raise _violation(f"{where}.{name} must be a list of strings")
+    return tuple(items)
+
+
+def _object(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise _violation(f"{where} must be an object, got {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One memory as stored: content-addressed ``id``, log position ``seq``, and its fields.
+
+    ``timestamp_ms`` is milliseconds since the Unix epoch (UTC).  ``metadata``
+    is the JSON object given at put time; it takes no part in hashing.
+    """
+
+    id: str
+    seq: int
+    timestamp_ms: int
+    namespace: str
+    kind: str
+    content: str
+    tags: tuple[str, ...]
+    importance: float
+    metadata: Mapping[str, Any] = field(hash=False)
+    private: bool
+    source: str
+
+    @property
+    def time(self) -> datetime:
+        """``timestamp_ms`` as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC)
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Frame:
+        w = "frame"
+        o = _object(obj, w)
+        return cls(
+            id=_field(o, "id", str, w),
+            seq=_field(o, "seq", int, w),
+            timestamp_ms=_field(o, "timestamp_ms", int, w),
+            namespace=_field(o, "namespace", str, w),
+            kind=_field(o, "kind", str, w),
+            content=_field(o, "content", str, w),
+            tags=_strings(o, "tags", w),
+            importance=_number(o, "importance", w),
+            metadata=_field(o, "metadata", dict, w),
+            private=_field(o, "private", bool, w),
+            source=_field(o, "source", str, w),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    """The outcome of a put: the frame's id, seq and time, and whether this put created it.
+
+    ``is_new`` is false when a frame with the same (namespace, kind, content)
+    already existed; the id, seq and timestamp are then the existing frame's.
+    """
+
+    id: str
+    seq: int
+    timestamp_ms: int
+    is_new: bool
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> PutResult:
+        w = "put result"
+        o = _object(obj, w)
+        return cls(
+            id=_field(o, "id", str, w),
+            seq=_field(o, "seq", int, w),
+            timestamp_ms=_field(o, "timestamp_ms", int, w),
+            is_new=_field(o, "is_new", bool, w),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of frames; pass ``next_cursor`` back to get the next, None when there is none."""
+
+    frames: tuple[Frame, ...]
+    next_cursor: str | None
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Page:
+        w = "page"
+        o = _object(obj, w)
+        frames = _field(o, "frames", list, w)
+        return cls(
+            frames=tuple(Frame.from_wire(frame) for frame in frames),
+            next_cursor=_optional(o, "next_cursor", str, w),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    """``deleted`` is false when no live frame had ``id`` (deleting is idempotent).
+
+    ``seq`` is the log position of the deletion, None when nothing was deleted.
+    """
+
+    id: str
+    deleted: bool
+    seq: int | None
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> DeleteResult:
+        w = "delete result"
+        o = _object(obj, w)
+        return cls(
+            id=_field(o, "id", str, w),
+            deleted=_field(o, "deleted", bool, w),
+            seq=_optional(o, "seq", int, w),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """The result of the hello handshake: protocol, server name and version, limits, ops."""
+
+    protocol: int
+    server: str
+    version: str
+    limits: Mapping[str, int] = field(hash=False)
+    ops: tuple[str, ...]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> ServerInfo:
+        w = "hello result"
+        o = _object(obj, w)
+        limits = _field(o, "limits", dict, w)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in limits.values()):
+            raise _violation(f"{w}.limits must map names to integers")
+        return cls(
+            protocol=_field(o, "protocol", int, w),
+            server=_field(o, "server", str, w),
+            version=_field(o, "version", str, w),
+            limits=limits,
+            ops=_strings(o, "ops", w),
+        )
