@@ -56,7 +56,11 @@ class DaemonProcess:
             self.command(), stdout=subprocess.DEVNULL, stderr=self.stderr_file, env=env
         )
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.ensure_stopped()
+                raise
         return self
 
     def wait_ready(self) -> None:
@@ -110,6 +114,7 @@ class DaemonProcess:
     def ensure_stopped(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.kill()
+        self.stderr_file.close()
 
 
 def cleanup_socket_dir(path: Path) -> None:
