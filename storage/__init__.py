@@ -15,7 +15,7 @@ from memoryd.storage.log import (
     RecordLocation,
 )
 from memoryd.storage.recovery import RecoveryReport, TornTail
-from memoryd.storage.repair import RepairReport, repair_data_dir, repair_log
+from memoryd.storage.repair import RepairFailedError, RepairReport, repair_data_dir, repair_log
 
 __all__ = [
     "AppendedRecord",
@@ -30,6 +30,7 @@ __all__ = [
     "LogEntry",
     "RecordLocation",
     "RecoveryReport",
+    "RepairFailedError",
     "RepairReport",
     "TornTail",
     "check_data_dir",

@@ -43,12 +43,16 @@ from memoryd.storage.layout import (
     unused_path,
 )
 from memoryd.storage.lock import DataDirLock
-from memoryd.storage.record import Record, encode_record
+from memoryd.storage.record import GENESIS_HASH, Record, encode_record
 from memoryd.storage.recovery import complete_interrupted_repair
 from memoryd.storage.scan import Damage, Link, scan_segment
 from memoryd.storage.segment import SegmentFile, list_segments
 
 REPAIR_INDEX_FORMAT = 1
+
+
+class RepairFailedError(Exception):
+    """Repair could not produce a clean log; the old log was left in place, unchanged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +184,7 @@ def _rewrite(log_dir: Path, quarantine_dir: Path, now_s: int, report: RepairRepo
             # Named after its first kept record, which may differ from the original name.
             write_new_file_durably(tmp / segment_file_name(first_seq), b"".join(kept))
     fsync_dir(tmp)
+    _verify_rewritten(tmp)
     if report.quarantined:
         _write_quarantine(quarantine_dir, now_s, log_dir, bytes(damaged), report)
     ready = repair_ready_dir(log_dir)
@@ -200,7 +205,7 @@ class _Rewriter:
     def __init__(self, report: RepairReport) -> None:
         self.report = report
         self.link = Link()  # over the records as rewritten
-        self.original_hash = Link().hash  # hash of the previous kept record as it was
+        self.original_hash = GENESIS_HASH  # hash of the previous kept record as it was
 
     def rewrite_segment(self, segment: SegmentFile, damaged: bytearray) -> tuple[int, list[bytes]]:
         """The first kept seq and the bytes of every record kept from ``segment``.
@@ -255,6 +260,14 @@ class _Rewriter:
             )
         )
         damaged += data
+
+
+def _verify_rewritten(tmp: Path) -> None:
+    """Check the new log before it replaces the old one: a bug here must not cost a log."""
+    checked = check_log(tmp)
+    if not checked.ok or checked.torn_tail is not None:
+        problems = [p.describe() for p in checked.problems[:3]]
+        raise RepairFailedError(f"the repaired log in {tmp} does not check clean: {problems}")
 
 
 def _write_quarantine(

@@ -17,6 +17,7 @@ from memoryd.storage import (
 )
 from memoryd.storage.layout import segment_file_name
 from memoryd.storage.record import GENESIS_HASH, RECORD_OVERHEAD_BYTES, RecordError, RecordType
+from memoryd.storage.segment import READ_CHUNK_BYTES
 
 PUT = int(RecordType.FRAME_PUT)
 DELETE = int(RecordType.FRAME_DELETE)
@@ -301,4 +302,15 @@ def test_readers_on_other_threads_see_only_whole_committed_records(tmp_path: Pat
         reader.join(timeout=10)
     assert errors == []
     assert read_all(log) == expected(events(300))
+    log.close()
+
+
+def test_records_bigger_than_a_read_chunk_read_back(tmp_path: Path) -> None:
+    big = bytes(range(256)) * (READ_CHUNK_BYTES // 256 + 1000)  # more than one pread's worth
+    log = open_log(tmp_path / "log")
+    log.append(events(2))
+    log.append([(PUT, 7, big)])
+    log.append(events(2, start=2))
+    assert [len(e.record.payload) for e in log.read_from(1)] == [36, 36, len(big), 36, 36]
+    assert next(iter(log.read_from(3))).record.payload == big
     log.close()
