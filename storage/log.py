@@ -30,6 +30,7 @@ from memoryd.storage.layout import QUARANTINE_DIR_NAME
 from memoryd.storage.record import Record, RecordError, decode_record, encode_record
 from memoryd.storage.recovery import RecoveryReport, recover_log
 from memoryd.storage.segment import (
+    READ_FILES_MAX,
     SegmentFile,
     SegmentReadFiles,
     iter_segment_records,
@@ -290,6 +291,7 @@ class FileLog:
             "bytes_written": self._bytes_written,
             "syncs": self._syncs,
             "read_files_open": len(self._read_files),
+            "read_files_max": READ_FILES_MAX,
         }
 
     def _encode(self, events: Sequence[Event]) -> tuple[list[_Run], list[AppendedRecord], bytes]:

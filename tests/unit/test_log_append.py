@@ -227,6 +227,7 @@ def test_stats_count_appends_bytes_and_syncs(tmp_path: Path) -> None:
         "bytes_written": 500,
         "syncs": 4,
         "read_files_open": 0,
+        "read_files_max": 64,
     }
     log.close()
 
