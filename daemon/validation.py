@@ -78,15 +78,23 @@ def _string(
     *,
     empty_ok: bool,
 ) -> str:
-    value = args.get(name, default)
+    value: object = args.get(name, default)
     if value is None:
         raise bad_request(f"{name} is required")
-    if not isinstance(value, str):
+    if value is default and default is not None:  # an embedded default is valid by construction
+        return default
+    if type(value) is not str:
         raise bad_request(f"{name} must be a string, got {type(value).__name__}")
-    size = utf8_length(value, name)
-    if size > limit:
-        raise limit_exceeded(limit_name, limit, size, f"{name} size in bytes")
-    if not empty_ok and not value.strip():
+    # A UTF-8 character is at most 4 bytes: only a long string needs encoding to measure.
+    if len(value) * 4 > limit:
+        size = utf8_length(value, name)
+        if size > limit:
+            raise limit_exceeded(limit_name, limit, size, f"{name} size in bytes")
+    if (
+        not empty_ok
+        and (not value or value[0].isspace() or value[-1].isspace())
+        and (not value.strip())
+    ):
         raise bad_request(f"{name} must not be empty")
     return value
 
@@ -131,8 +139,8 @@ def frame_id_arg(args: dict[str, Any]) -> str:
 
 
 def _tags(args: dict[str, Any]) -> list[str]:
-    tags = args.get("tags", [])
-    if tags is None:
+    tags = args.get("tags")
+    if tags is None or tags == []:
         return []
     if not isinstance(tags, list):
         raise bad_request(f"tags must be a list of strings, got {type(tags).__name__}")
@@ -162,8 +170,8 @@ def _importance(args: dict[str, Any]) -> float:
 
 
 def _metadata(args: dict[str, Any]) -> dict[str, Any]:
-    value = args.get("metadata", {})
-    if value is None:
+    value = args.get("metadata")
+    if value is None or value == {}:
         return {}
     if not isinstance(value, dict):
         raise bad_request(f"metadata must be a JSON object, got {type(value).__name__}")
@@ -187,8 +195,8 @@ def _private(args: dict[str, Any]) -> bool:
 
 def frame_input(args: dict[str, Any]) -> FrameInput:
     """Validate the arguments of one put (also each element of put_batch)."""
-    unknown = set(args) - _PUT_FIELDS
-    if unknown:
+    if not _PUT_FIELDS.issuperset(args):
+        unknown = set(args) - _PUT_FIELDS
         raise bad_request(f"unknown field(s): {', '.join(sorted(unknown))}")
     content = _string(
         args, "content", None, "content_bytes_max", protocol.CONTENT_BYTES_MAX, empty_ok=False

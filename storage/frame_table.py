@@ -195,7 +195,7 @@ class FrameTable:
             lists = [keys for (_ns, k), keys in self._by_namespace_kind.items() if k == kind]
         else:
             lists = [self._all]
-        iterators = [keys.irange(low, high, reverse=reverse) for keys in lists]
+        iterators: list[Iterator[int]] = [keys.irange(low, high, reverse=reverse) for keys in lists]
         if len(iterators) == 1:
             return iterators[0]
         return heapq.merge(*iterators, reverse=reverse)
