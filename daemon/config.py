@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from memoryd.client.paths import default_socket_path
+from memoryd.daemon.builder import BuildPolicy
 from memoryd.storage import Durability
 
 
@@ -52,6 +53,11 @@ class Config:
     # Extra uids allowed to connect besides the daemon's own and root.
     allowed_uids: tuple[int, ...] = ()
     shutdown_deadline_s: float = 30.0
+    # The builder's batching (see daemon/builder.py).
+    build_min_frames: int = 5
+    build_queue_bound: int = 20
+    build_idle_ms: int = 10
+    chunk_frames_max: int = 50
     log_level: str = "info"
 
     def validate(self) -> Config:
@@ -75,6 +81,7 @@ class Config:
             raise ConfigError("commit_batch_events_max must not exceed commit_queue_events_max")
         if self.shutdown_deadline_s <= 0:
             raise ConfigError("shutdown_deadline_s must be positive")
+        self.build_policy()
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"log_level must be debug, info, warning or error: {self.log_level!r}"
@@ -87,6 +94,17 @@ class Config:
             if not isinstance(uid, int) or uid < 0:
                 raise ConfigError(f"allowed_uids must hold non-negative integers, got {uid!r}")
         return self
+
+    def build_policy(self) -> BuildPolicy:
+        try:
+            return BuildPolicy(
+                self.build_min_frames,
+                self.build_queue_bound,
+                self.build_idle_ms,
+                self.chunk_frames_max,
+            ).validate()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -28,16 +29,21 @@ from typing import Any
 
 from memoryd.client import errors
 from memoryd.client.errors import MemorydError
+from memoryd.daemon.builder import Builder
 from memoryd.daemon.config import Config
 from memoryd.daemon.connection import Connection
 from memoryd.daemon.service import Service
 from memoryd.daemon.writer import CommitWriter
 from memoryd.storage import DataDirLock, Durability, FileLog
+from memoryd.storage.derived import DerivedState
 from memoryd.storage.projection import Projection
 
 log = logging.getLogger("memoryd.server")
 
 LISTEN_BACKLOG = 1024
+# Building what is committed at shutdown is optional (it is rebuilt from the
+# log), so the builder gets only this long before it is cancelled.
+BUILDER_STOP_DEADLINE_S = 2.0
 
 
 class StartupError(Exception):
@@ -211,17 +217,21 @@ class Daemon:
         config = self.config
         loop = asyncio.get_running_loop()
         relaxed = config.durability == Durability.RELAXED
+        builder = Builder(event_log, fresh_derived_state(config.data_dir), config.build_policy())
         writer = CommitWriter(
             event_log,
             queue_events_max=config.commit_queue_events_max,
             batch_events_max=config.commit_batch_events_max,
             relaxed_sync_interval_ms=config.relaxed_sync_interval_ms if relaxed else None,
+            on_committed=builder.notify_committed,
         )
         writer_task = asyncio.create_task(writer.run(), name="memoryd-writer")
+        builder_task = asyncio.create_task(builder.run(), name="memoryd-builder")
         registry: ConnectionRegistry | None = None
 
         def stats_extra() -> dict[str, Any]:
-            return registry.stats() if registry is not None else {}
+            connections = registry.stats() if registry is not None else {}
+            return {**connections, **builder.stats()}
 
         service = Service(config, event_log, projection, writer, stats_extra)
         registry = ConnectionRegistry(config, service)
@@ -244,6 +254,7 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
             await self._shutdown(server, registry, writer, writer_task)
+            await _stop_builder(builder, builder_task)
         return 0
 
     async def _shutdown(
@@ -272,3 +283,23 @@ class Daemon:
         with contextlib.suppress(FileNotFoundError):
             self.config.socket_path.unlink()
         log.info("stopped cleanly: log synced and closed")
+
+
+def fresh_derived_state(data_dir: Path) -> DerivedState:
+    """Derived state rebuilt from the log: stale chunks from an earlier run are removed."""
+    chunks_dir = data_dir / "chunks"
+    if chunks_dir.exists():
+        shutil.rmtree(chunks_dir)
+    chunks_dir.mkdir(mode=0o700)
+    return DerivedState(chunks_dir)
+
+
+async def _stop_builder(builder: Builder, task: asyncio.Task[None]) -> None:
+    builder.stop()
+    try:
+        async with asyncio.timeout(BUILDER_STOP_DEADLINE_S):
+            await task
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

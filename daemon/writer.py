@@ -52,8 +52,11 @@ class CommitWriter:
         queue_events_max: int,
         batch_events_max: int,
         relaxed_sync_interval_ms: int | None,
+        on_committed: Callable[[int], None] | None = None,
     ) -> None:
         self._log = event_log
+        # Told the last committed seq after every group (the builder follows it).
+        self._on_committed = on_committed
         self._queue: deque[Submission] = deque()
         self._queued_events = 0
         self._queue_events_max = queue_events_max
@@ -163,6 +166,8 @@ class CommitWriter:
                 if not submission.future.done():
                     submission.future.set_result(result)
             start = end
+        if self._on_committed is not None and appended:
+            self._on_committed(appended[-1].seq)
 
     async def _relaxed_sync_loop(self) -> None:
         assert self._relaxed_sync_interval_s is not None

@@ -94,8 +94,13 @@ class EventLog(Protocol):
         """Make every committed record durable now."""
         ...
 
-    def read_from(self, seq: int) -> Iterator[LogEntry]:
-        """Every committed record with seq >= ``seq``, in order."""
+    def read_from(self, seq: int, start: RecordLocation | None = None) -> Iterator[LogEntry]:
+        """Every committed record with seq >= ``seq``, in order.
+
+        ``start``, when given, is where reading may begin: the position just
+        past the last record a follower has read (``offset`` + ``length`` of
+        its location), so that it resumes without rescanning the segment.
+        """
         ...
 
     def read_at(self, location: RecordLocation) -> Record:
@@ -465,10 +470,18 @@ class FileLog:
             )
         return record
 
-    def read_from(self, seq: int) -> Iterator[LogEntry]:
-        """Every record with seq >= ``seq`` committed when this is called, in order."""
+    def read_from(self, seq: int, start: RecordLocation | None = None) -> Iterator[LogEntry]:
+        """Every record with seq >= ``seq`` committed when this is called, in order.
+
+        ``start`` (see EventLog.read_from) skips to a known position: reading
+        begins at ``start.offset + start.length`` of segment ``start.segment``.
+        """
         segments = self._view.segments()
         firsts = [first for first, _ in segments]
+        if start is not None:
+            index = bisect.bisect_left(firsts, start.segment)
+            if index < len(firsts) and firsts[index] == start.segment:
+                return self._entries(segments, index, start.offset + start.length, seq)
         index = max(0, bisect.bisect_right(firsts, seq) - 1)
         return self._entries(segments, index, 0, seq)
 

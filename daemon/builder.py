@@ -1,0 +1,181 @@
+"""The builder: the one task that changes derived state, following the log.
+
+It reads committed records in log order (never anything uncommitted: the
+writer tells it how far the log is committed) and folds them into
+``DerivedState`` one chunk at a time, on the event loop thread, so that
+search always sees one consistent state and each step is short (at most
+``chunk_frames_max`` frames).
+
+When to build (``BuildPolicy``):
+- fewer than ``min_frames`` records wait: build after ``idle_ms`` without
+  new commits (a lone put is searchable within about idle_ms);
+- at least ``min_frames`` wait: build after one loop iteration, so that puts
+  arriving together share a chunk;
+- ``queue_bound`` or more wait: build at once, chunk after chunk.
+
+It never dies silently: a failed step is logged, counted, shown in ``stats``
+and retried with a back-off; ``progressing`` tells health checks whether it
+keeps up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from memoryd.storage import EventLog
+from memoryd.storage.derived import DerivedState
+
+log = logging.getLogger("memoryd.builder")
+
+RETRY_DELAY_S_MAX = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class BuildPolicy:
+    min_frames: int = 5
+    queue_bound: int = 20
+    idle_ms: int = 10
+    chunk_frames_max: int = 50
+
+    def validate(self) -> BuildPolicy:
+        if not 1 <= self.min_frames <= self.queue_bound:
+            raise ValueError("build_min_frames must be between 1 and build_queue_bound")
+        if not 1 <= self.chunk_frames_max <= 10_000:
+            raise ValueError("chunk_frames_max must be between 1 and 10000")
+        if self.idle_ms < 0:
+            raise ValueError("build_idle_ms must not be negative")
+        return self
+
+
+class Builder:
+    """Follows ``event_log`` into ``derived``.  Start with ``run``; stop with ``stop``."""
+
+    def __init__(self, event_log: EventLog, derived: DerivedState, policy: BuildPolicy) -> None:
+        self._log = event_log
+        self.derived = derived
+        self._policy = policy
+        self._committed_seq = event_log.last_seq
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.steps = 0
+        self.failures = 0
+        self.last_error: str | None = None
+        self.last_progress_monotonic = time.monotonic()
+
+    # -- inputs ---------------------------------------------------------------------
+
+    def notify_committed(self, seq: int) -> None:
+        """The writer committed everything up to ``seq``."""
+        if seq > self._committed_seq:
+            self._committed_seq = seq
+            self._wake.set()
+
+    @property
+    def lag(self) -> int:
+        """Committed records not yet built."""
+        return max(0, self._committed_seq - self.derived.built_seq)
+
+    @property
+    def progressing(self) -> bool:
+        """False when records wait and the builder has not moved for a while."""
+        stalled_s = time.monotonic() - self.last_progress_monotonic
+        return self.lag == 0 or stalled_s < 10 * RETRY_DELAY_S_MAX
+
+    async def wait_built(self, seq: int, timeout_s: float) -> bool:
+        """Wait until everything up to ``seq`` is built; False on timeout."""
+        if self.derived.built_seq >= seq:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((seq, future))
+        try:
+            async with asyncio.timeout(timeout_s):
+                await future
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove((seq, future))
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        retry_delay_s = 0.05
+        while True:
+            lag = self.lag
+            if lag == 0:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._gather(lag)
+            try:
+                self._step()
+            except Exception as exc:  # a bug or an I/O error must not end the builder
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("build step after seq %d failed; retrying", self.derived.built_seq)
+                await asyncio.sleep(retry_delay_s)
+                retry_delay_s = min(retry_delay_s * 2, RETRY_DELAY_S_MAX)
+                continue
+            retry_delay_s = 0.05
+            self._release_waiters()
+            await asyncio.sleep(0)  # let requests run between chunks
+
+    async def _gather(self, lag: int) -> None:
+        """Wait briefly for more records to share this chunk, as the policy says."""
+        policy = self._policy
+        if self._stopping or lag >= policy.queue_bound:
+            return
+        if lag >= policy.min_frames:
+            await asyncio.sleep(0)
+            return
+        while not self._stopping and self.lag < policy.min_frames:
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(policy.idle_ms / 1000):
+                    await self._wake.wait()
+            except TimeoutError:
+                return
+
+    def _step(self) -> None:
+        derived = self.derived
+        entries = list(
+            itertools.islice(
+                self._log.read_from(derived.built_seq + 1, derived.resume_at),
+                self._policy.chunk_frames_max,
+            )
+        )
+        if entries:
+            derived.build(entries)
+        self.steps += 1
+        self.last_progress_monotonic = time.monotonic()
+
+    def _release_waiters(self) -> None:
+        built = self.derived.built_seq
+        for seq, future in self._waiters:
+            if seq <= built and not future.done():
+                future.set_result(None)
+
+    def stop(self) -> None:
+        """Finish building what is committed, then return from ``run``."""
+        self._stopping = True
+        self._wake.set()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "builder_lag": self.lag,
+            "builder_steps": self.steps,
+            "builder_failures": self.failures,
+            "builder_last_error": self.last_error,
+            "builder_progressing": self.progressing,
+            **self.derived.stats(),
+        }
