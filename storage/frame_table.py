@@ -59,9 +59,13 @@ def order_key(timestamp_ms: int, seq: int) -> int:
     return timestamp_ms * SEQ_SPACE + seq
 
 
+# Cursors are order keys in decimal: today's keys already have 25 digits, the largest 27.
+CURSOR_DIGITS_MAX = len(str(order_key(TIMESTAMP_MS_MAX, SEQ_SPACE - 1)))
+
+
 def parse_cursor(cursor: str) -> int:
     """The order key a cursor names; raises CursorError if it is not one."""
-    if not cursor.isascii() or not cursor.isdigit() or len(cursor) > 20:
+    if not cursor.isascii() or not cursor.isdigit() or len(cursor) > CURSOR_DIGITS_MAX:
         raise CursorError(f"invalid cursor {cursor[:32]!r}")
     return int(cursor)
 
