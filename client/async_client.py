@@ -44,6 +44,7 @@ class _Connection(asyncio.Protocol):
         self._decoder = protocol.MessageDecoder()
         self._pending: dict[int, asyncio.Future[_Response]] = {}
         self._transport: asyncio.Transport | None = None
+        self._outbox: list[bytes] = []  # requests written at the end of this loop turn
         self._writable = asyncio.Event()
         self._writable.set()
         self.lost = False
@@ -115,8 +116,18 @@ class _Connection(asyncio.Protocol):
         assert self._transport is not None
         future: asyncio.Future[_Response] = self._loop.create_future()
         self._pending[request_id] = future
-        self._transport.write(data)
+        if not self._outbox:
+            self._loop.call_soon(self._flush)
+        self._outbox.append(data)
         return future
+
+    def _flush(self) -> None:
+        """Write every request queued since the last loop turn at once: one syscall, not one
+        per concurrent call, and one wake-up of the daemon."""
+        outbox, self._outbox = self._outbox, []
+        if self.usable:
+            assert self._transport is not None
+            self._transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
 
     def forget(self, request_id: int) -> None:
         self._pending.pop(request_id, None)

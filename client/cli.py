@@ -144,7 +144,11 @@ def add_client_commands(subparsers: Subparsers) -> None:
 
     put = add("put", "store a memory", _put)
     put.add_argument(
-        "text", nargs="?", default=None, help="the content; read from stdin when absent or '-'"
+        "text",
+        nargs="?",
+        default=None,
+        help="the content; read from stdin when absent or '-' (put `--` before text "
+        "that starts with '-')",
     )
     put.add_argument("--kind", default=protocol.DEFAULT_KIND, help="default: %(default)s")
     put.add_argument("--namespace", default=protocol.DEFAULT_NAMESPACE, help="default: %(default)s")
