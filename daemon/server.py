@@ -237,7 +237,11 @@ class Daemon:
         registry = ConnectionRegistry(config, service)
         prepare_socket_path(config.socket_path)
         sock = bind_socket(config.socket_path)
-        server = await loop.create_unix_server(lambda: Connection(registry), sock=sock)
+        # The loop calls listen() again on a given socket, with its own default backlog
+        # (100) unless told: pass ours, or a burst of clients gets EAGAIN on connect.
+        server = await loop.create_unix_server(
+            lambda: Connection(registry), sock=sock, backlog=LISTEN_BACKLOG
+        )
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         log.info(
