@@ -17,9 +17,10 @@ Exit codes:
 
 Errors are one line on stderr, ``memoryd: <code>: <message>``.  Output is
 readable text by default and one JSON document (the op's result object) with
-``--json``.  Content is sent and printed exactly as given: text from the
-argument or from stdin (read as UTF-8, byte for byte, trailing newline
-included) is never trimmed or re-encoded.
+``--json``.  Content is sent and printed exactly as given, never trimmed or
+re-encoded, with one exception: the single line ending that ends stdin (what
+``echo`` adds) is dropped, so that ``echo x | memoryd put`` stores the same
+frame as ``memoryd put x``.
 """
 
 from __future__ import annotations
@@ -390,9 +391,13 @@ def _ping(client: Client, args: argparse.Namespace) -> None:
 
 
 def _read_stdin() -> str:
-    """All of stdin, decoded as strict UTF-8, unaltered."""
+    """All of stdin, decoded as strict UTF-8, less the one line ending that ends it."""
     stream = sys.stdin
     raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode()
+    if raw.endswith(b"\r\n"):
+        raw = raw[:-2]
+    elif raw.endswith(b"\n"):
+        raw = raw[:-1]
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

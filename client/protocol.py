@@ -42,6 +42,7 @@ SOURCE_BYTES_MAX: Final = 256
 ID_BYTES_MAX: Final = 64
 PAGE_FRAMES_MAX: Final = 1000
 REQUEST_ID_BYTES_MAX: Final = 64
+CURSOR_BYTES_MAX: Final = 32
 
 LIMITS: Final[dict[str, int]] = {
     "message_bytes_max": MESSAGE_BYTES_MAX,

@@ -257,7 +257,9 @@ class Service:
             args, "namespace", "namespace_bytes_max", protocol.NAMESPACE_BYTES_MAX
         )
         kind = validation.optional_str(args, "kind", "kind_bytes_max", protocol.KIND_BYTES_MAX)
-        cursor = validation.optional_str(args, "cursor", "cursor_bytes_max", 32)
+        cursor = validation.optional_str(
+            args, "cursor", "cursor_bytes_max", protocol.CURSOR_BYTES_MAX
+        )
         return namespace, kind, cursor
 
     @staticmethod

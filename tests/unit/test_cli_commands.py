@@ -186,16 +186,18 @@ def test_put_from_argument_and_get_prints_full_content(
     assert 'metadata   {"n":2}' in header
 
 
-def test_put_reads_stdin_exactly(
+def test_put_reads_stdin_exactly_less_its_final_line_ending(
     memoryd: Runner, server: ProtocolServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = "from stdin ✨\r\nsecond line\n".encode()
-    set_stdin(monkeypatch, data)
+    set_stdin(monkeypatch, "from stdin ✨\r\nsecond line\n\n".encode())
     assert memoryd("put")[0] == 0
     set_stdin(monkeypatch, "dash 🚀".encode())
     assert memoryd("put", "-", "--namespace", "n2")[0] == 0
+    set_stdin(monkeypatch, "windows line\r\n".encode())
+    assert memoryd("put", "--namespace", "n3")[0] == 0
     contents = sorted(f["content"] for f in server.frames.values())
-    assert contents == ["dash 🚀", "from stdin ✨\r\nsecond line\n"]
+    # Only the one line ending that ends the input goes (what `echo` adds).
+    assert contents == ["dash 🚀", "from stdin ✨\r\nsecond line\n", "windows line"]
 
 
 def test_stdin_that_is_not_utf8_is_a_usage_error(
