@@ -235,13 +235,22 @@ class Daemon:
 
         service = Service(config, event_log, projection, writer, stats_extra)
         registry = ConnectionRegistry(config, service)
-        prepare_socket_path(config.socket_path)
-        sock = bind_socket(config.socket_path)
-        # The loop calls listen() again on a given socket, with its own default backlog
-        # (100) unless told: pass ours, or a burst of clients gets EAGAIN on connect.
-        server = await loop.create_unix_server(
-            lambda: Connection(registry), sock=sock, backlog=LISTEN_BACKLOG
-        )
+        try:
+            prepare_socket_path(config.socket_path)
+            sock = bind_socket(config.socket_path)
+            # The loop calls listen() again on a given socket, with its own default backlog
+            # (100) unless told: pass ours, or a burst of clients gets EAGAIN on connect.
+            server = await loop.create_unix_server(
+                lambda: Connection(registry), sock=sock, backlog=LISTEN_BACKLOG
+            )
+        except BaseException:
+            # Cannot serve: stop the tasks already running before the log closes, or
+            # the writer's final sync fails on the closed log with a traceback.
+            writer.stop()
+            await writer_task
+            writer.close()
+            await _stop_builder(builder, builder_task)
+            raise
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         log.info(
