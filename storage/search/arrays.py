@@ -1,0 +1,57 @@
+"""Array aliases and the one growth rule shared by every per-doc array in search.
+
+The aliases name intent (ints, floats, a mask) for readers; numpy's dtype-generic
+typing would add noise without catching the errors that matter here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+IntArray = npt.NDArray[Any]
+FloatArray = npt.NDArray[Any]
+BoolArray = npt.NDArray[Any]
+
+capacity_min = 1024  # first allocation of a per-doc array, in elements
+
+
+def grown(array: npt.NDArray[Any], needed: int, fill: Any = 0) -> npt.NDArray[Any]:
+    """``array`` if it holds ``needed`` rows, else a copy with capacity doubled (or more).
+
+    New rows are set to ``fill``.  Doubling keeps appends amortized O(1).
+    """
+    if array.shape[0] >= needed:
+        return array
+    capacity = max(capacity_min, array.shape[0] * 2, needed)
+    out = np.full((capacity, *array.shape[1:]), fill, dtype=array.dtype)
+    out[: array.shape[0]] = array
+    return out
+
+
+def mask_at(mask: BoolArray | None, docs: IntArray) -> BoolArray:
+    """``mask[docs]``, where docs beyond the mask's end are not allowed; None allows all."""
+    if mask is None:
+        return np.ones(docs.shape[0], dtype=bool)
+    inside = docs < mask.shape[0]
+    if bool(inside.all()):
+        return np.asarray(mask[docs], dtype=bool)
+    out = np.zeros(docs.shape[0], dtype=bool)
+    out[inside] = mask[docs[inside]]
+    return out
+
+
+def top_k(docs: IntArray, scores: FloatArray, k: int) -> tuple[IntArray, FloatArray]:
+    """The ``k`` best (doc, score) pairs, best first; ties go to the newer (larger) doc."""
+    if k <= 0 or docs.shape[0] == 0:
+        return docs[:0].astype(np.int64), scores[:0].astype(np.float32)
+    if docs.shape[0] > k:
+        part = np.argpartition(-scores, k - 1)[:k]
+        # argpartition splits ties at the k-th score arbitrarily: take all tied ones.
+        cut = scores[part].min()
+        part = np.flatnonzero(scores >= cut)
+        docs, scores = docs[part], scores[part]
+    order = np.lexsort((-docs.astype(np.int64), -scores))[:k]
+    return docs[order].astype(np.int64), scores[order].astype(np.float32)

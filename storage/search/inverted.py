@@ -1,0 +1,515 @@
+"""The keyword index: BM25 over immutable posting segments, a small tail, tombstones.
+
+Contract:
+
+* Docs are ints the caller assigns in commit order, never reused: every
+  ``add_batch`` must bring docs larger than any doc added before, increasing.
+* ``add_batch`` tokenizes (``Tokenizer.terms_batch``), maps terms to ids and builds
+  one small segment, appended to the *tail*.  When the tail holds
+  ``tail_postings_max`` postings or ``tail_segments_max`` segments it is merged into
+  one sealed segment; sealed segments then merge like a binary counter (a segment
+  merges into the one before it once it is at least as large), so there are
+  O(log n) segments and each posting is rewritten O(log n) times.
+* ``delete`` sets a tombstone (``live[doc] = False``) and takes the doc out of N and
+  the total length at once; its postings, and their share of ``df``, go at the
+  next merge that covers it (Lucene does the same: df is exact up to deleted docs
+  not yet merged away, and ``compact`` forces it).
+* Scores are Okapi BM25 with idf ``ln(1 + (N - df + 0.5) / (df + 0.5))`` (never
+  negative), ``k1`` and ``b`` from :class:`Bm25Params`.
+* Queries take an optional ``mask``: a numpy bool array over doc numbers; docs past
+  its end count as not allowed.  Deleted docs are never returned.
+* Phrases are not indexed (no positions): the ranking layer verifies them on the
+  top candidates with the caller's ``text_of(doc)``.  Positions would double the
+  postings' memory to serve a boost that only reorders the top of a list whose
+  members already hold all the phrase's terms.
+
+Memory: 6 bytes a posting (uint32 doc + uint16 tf), 5 bytes a doc (uint32 length,
+bool live), 4 bytes + a dict entry a term.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from memoryd.storage.search.arrays import BoolArray, FloatArray, IntArray, grown, mask_at, top_k
+from memoryd.storage.search.postings import (
+    Segment,
+    build_segment,
+    doc_number_max,
+    merge_segments,
+    term_id_max,
+)
+from memoryd.storage.search.text import DEFAULT_TOKENIZER, Tokenizer
+
+tail_postings_max = 1 << 18  # ~1.5 MiB of tail postings (~8k frames) before sealing
+tail_segments_max = 32  # single-frame batches in a quiet daemon: seal after this many
+query_terms_max = 64  # terms of one query that are scored; the rest ignored
+frequent_df_fraction = 0.05  # terms in more docs than this are looked up, not expanded
+checkpoint_format = 1  # bumped when the files of save() change
+
+
+@dataclass(frozen=True, slots=True)
+class Bm25Params:
+    """BM25's term-frequency saturation ``k1`` and length normalization ``b``."""
+
+    k1: float = 1.2
+    b: float = 0.75
+
+    def __post_init__(self) -> None:
+        if not (self.k1 >= 0 and 0 <= self.b <= 1):
+            raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class KeywordHits:
+    """Docs best first with their BM25 scores."""
+
+    docs: IntArray  # int64
+    scores: FloatArray  # float32
+
+
+class InvertedIndex:
+    """BM25 keyword index over doc numbers; see the module docstring."""
+
+    def __init__(
+        self, params: Bm25Params | None = None, tokenizer: Tokenizer | None = None
+    ) -> None:
+        self.params = params or Bm25Params()
+        self.tokenizer = tokenizer or DEFAULT_TOKENIZER
+        self._vocab: dict[str, int] = {"": 0}  # id 0 is the dropped word; never posted
+        self._df: IntArray = np.zeros(1024, dtype=np.int64)
+        self._doc_len: IntArray = np.zeros(0, dtype=np.uint32)
+        self._live: BoolArray = np.zeros(0, dtype=bool)
+        self._doc_end = 0  # one past the largest doc ever added
+        self._n_live = 0
+        self._total_len = 0  # sum of doc_len over live docs
+        self._sealed: list[Segment] = []
+        self._tail: list[Segment] = []
+
+    # ---- ingest -------------------------------------------------------------
+
+    def add_batch(self, docs: Sequence[int] | IntArray, texts: Sequence[str]) -> None:
+        """Index ``texts[i]`` as doc ``docs[i]``; docs increasing, above all earlier ones."""
+        doc_arr = np.asarray(docs, dtype=np.int64)
+        if doc_arr.shape[0] != len(texts):
+            raise ValueError("docs and texts differ in length")
+        if doc_arr.shape[0] == 0:
+            return
+        self._check_new_docs(doc_arr)
+        batch = self.tokenizer.terms_batch(texts)
+        ids = np.fromiter(map(self._term_id, batch.terms), dtype=np.int64, count=len(batch.terms))
+        owner = np.repeat(doc_arr, batch.counts)
+        kept = ids != 0
+        ids, owner = ids[kept], owner[kept]
+        slot = np.repeat(np.arange(len(texts)), batch.counts)
+        lengths = np.bincount(slot[kept], minlength=len(texts))
+        self._grow_docs(int(doc_arr[-1]) + 1)
+        self._doc_len[doc_arr] = lengths
+        self._live[doc_arr] = True
+        self._doc_end = int(doc_arr[-1]) + 1
+        self._n_live += int(doc_arr.shape[0])
+        self._total_len += int(lengths.sum())
+        segment = build_segment(ids, owner, int(doc_arr[0]), int(doc_arr[-1]))
+        self._df = grown(self._df, len(self._vocab))
+        self._df[segment.terms] += segment.term_counts()  # terms are distinct
+        self._tail.append(segment)
+        if (
+            sum(s.n_postings for s in self._tail) >= tail_postings_max
+            or len(self._tail) >= tail_segments_max
+        ):
+            self.seal_tail()
+
+    def delete(self, docs: Sequence[int] | IntArray) -> int:
+        """Tombstone ``docs``; returns how many were live (unknown or dead docs are skipped)."""
+        doc_arr = np.unique(np.asarray(docs, dtype=np.int64))
+        doc_arr = doc_arr[(doc_arr >= 0) & (doc_arr < self._doc_end)]
+        doc_arr = doc_arr[self._live[doc_arr]]
+        self._live[doc_arr] = False
+        self._n_live -= int(doc_arr.shape[0])
+        self._total_len -= int(self._doc_len[doc_arr].sum())
+        return int(doc_arr.shape[0])
+
+    def seal_tail(self) -> None:
+        """Merge the tail into one sealed segment, then merge sealed ones as needed."""
+        if not self._tail:
+            return
+        self._push_sealed(self._merge(self._tail))
+        self._tail = []
+
+    def compact(self) -> None:
+        """Merge everything into one segment, dropping every tombstoned posting."""
+        self.seal_tail()
+        if self._sealed:
+            self._sealed = [self._merge(self._sealed)]
+
+    def _push_sealed(self, segment: Segment) -> None:
+        self._sealed.append(segment)
+        while len(self._sealed) >= 2 and self._sealed[-1].n_postings >= self._sealed[-2].n_postings:
+            merged = self._merge(self._sealed[-2:])
+            self._sealed[-2:] = [merged]
+
+    def _merge(self, segments: Sequence[Segment]) -> Segment:
+        merged = merge_segments(segments, self._live[: self._doc_end])
+        # The postings of tombstoned docs are gone: take them out of df too.
+        before = self._postings_per_term(segments)
+        after = self._postings_per_term([merged])
+        self._df[: before.shape[0]] -= before
+        self._df[: after.shape[0]] += after
+        return merged
+
+    def _postings_per_term(self, segments: Sequence[Segment]) -> IntArray:
+        out = np.zeros(len(self._vocab), dtype=np.int64)
+        for s in segments:
+            out[s.terms] += s.term_counts()
+        return out
+
+    def _term_id(self, term: str) -> int:
+        i = self._vocab.get(term)
+        if i is None:
+            i = len(self._vocab)
+            if i > term_id_max:
+                raise OverflowError("keyword vocabulary is full")
+            self._vocab[term] = i
+        return i
+
+    def _check_new_docs(self, docs: IntArray) -> None:
+        if int(docs[0]) < self._doc_end or int(docs[-1]) > doc_number_max:
+            raise ValueError(
+                f"docs must be above every doc added before ({self._doc_end - 1}) "
+                f"and at most {doc_number_max}"
+            )
+        if docs.shape[0] > 1 and not bool(np.all(np.diff(docs) > 0)):
+            raise ValueError("docs of a batch must increase")
+
+    def _grow_docs(self, needed: int) -> None:
+        self._doc_len = grown(self._doc_len, needed)
+        self._live = grown(self._live, needed, fill=False)
+
+    # ---- statistics ---------------------------------------------------------
+
+    @property
+    def doc_count(self) -> int:
+        """Live docs (N)."""
+        return self._n_live
+
+    @property
+    def doc_end(self) -> int:
+        """One past the largest doc ever added: the length a full mask needs."""
+        return self._doc_end
+
+    @property
+    def avgdl(self) -> float:
+        return self._total_len / self._n_live if self._n_live else 0.0
+
+    def is_live(self, doc: int) -> bool:
+        return 0 <= doc < self._doc_end and bool(self._live[doc])
+
+    def live_mask(self) -> BoolArray:
+        """A read-only view of the live docs, by doc number, ``doc_end`` long."""
+        view = self._live[: self._doc_end].view()
+        view.flags.writeable = False
+        return view
+
+    def term_ids(self, terms: Sequence[str]) -> list[int]:
+        """Ids of the known terms among ``terms`` (unknown ones skipped)."""
+        return [i for i in (self._vocab.get(t, 0) for t in terms) if i]
+
+    def df(self, term: str) -> int:
+        i = self._vocab.get(term, 0)
+        return int(self._df[i]) if i else 0
+
+    def idf(self, df: IntArray | int) -> FloatArray:
+        n = self._n_live
+        d = np.minimum(np.asarray(df, dtype=np.float64), n)
+        return np.log1p((n - d + 0.5) / (d + 0.5))
+
+    # ---- queries ------------------------------------------------------------
+
+    def search(
+        self,
+        terms: Sequence[str],
+        k: int,
+        mask: BoolArray | None = None,
+        require_all: bool = False,
+    ) -> KeywordHits:
+        """The ``k`` best docs for ``terms`` by BM25 (OR, or AND with ``require_all``)."""
+        ids = list(dict.fromkeys(self.term_ids(terms[:query_terms_max])))
+        if not ids or (require_all and len(ids) < len(set(terms[:query_terms_max]))):
+            return _no_hits()
+        if require_all:
+            docs = self._intersect([self._term_docs(t) for t in ids])
+            scores = self.score_docs_by_ids(ids, docs)
+            keep = self._live[docs] & mask_at(mask, docs)
+            docs, scores = top_k(docs[keep], scores[keep], k)
+            return KeywordHits(docs=docs, scores=scores)
+        hits = self._search_max_score(ids, k, mask)
+        if hits is not None:
+            return hits
+        docs, scores = self._accumulate([self._term_scores(t) for t in ids])
+        keep = self._live[docs] & mask_at(mask, docs)
+        docs, scores = top_k(docs[keep], scores[keep], k)
+        return KeywordHits(docs=docs, scores=scores)
+
+    def _search_max_score(
+        self, ids: list[int], k: int, mask: BoolArray | None
+    ) -> KeywordHits | None:
+        """OR search that never expands the postings of frequent terms (MaxScore).
+
+        Terms held by more than ``frequent_df_fraction`` of docs are *non-essential*
+        when their best possible total, ``sum(idf * (k1 + 1))``, is below the k-th
+        best score of the docs holding a rarer term: then no doc holding only
+        frequent terms can enter the top k, and the frequent terms need only be
+        looked up (binary search) for the docs already found.  Exact, like Lucene's
+        MaxScore; None when it does not apply (the caller then scores everything).
+        """
+        n = max(self._n_live, 1)
+        df = self._df[ids]
+        frequent = df > frequent_df_fraction * n
+        if not bool(frequent.any()) or bool(frequent.all()):
+            return None
+        rare_ids = [t for t, f in zip(ids, frequent.tolist(), strict=True) if not f]
+        common_ids = [t for t, f in zip(ids, frequent.tolist(), strict=True) if f]
+        per_term = [self._term_scores(t) for t in rare_ids]
+        if len(per_term) == 1:
+            docs, scores = per_term[0]
+        else:
+            docs, scores = self._accumulate(per_term)
+        keep = self._live[docs] & mask_at(mask, docs)
+        docs, scores = docs[keep], scores[keep]
+        if docs.shape[0] < k:
+            return None
+        kth = float(np.partition(scores, scores.shape[0] - k)[scores.shape[0] - k])
+        bound = float(self.idf(self._df[common_ids]).sum()) * (self.params.k1 + 1)
+        if bound >= kth:
+            return None
+        scores = scores + self.score_docs_by_ids(common_ids, docs)
+        docs, scores = top_k(docs, scores, k)
+        return KeywordHits(docs=docs, scores=scores)
+
+    def score_docs(self, terms: Sequence[str], docs: IntArray) -> FloatArray:
+        """BM25 of each of ``docs`` for ``terms`` (0 where none of them occurs)."""
+        return self.score_docs_by_ids(self.term_ids(terms[:query_terms_max]), docs)
+
+    def term_scores(self, terms: Sequence[str], docs: IntArray) -> dict[str, FloatArray]:
+        """Each term's BM25 share for each of ``docs``: what ``explain`` shows."""
+        out = {}
+        for term in dict.fromkeys(terms[:query_terms_max]):
+            i = self._vocab.get(term, 0)
+            out[term] = self.score_docs_by_ids([i], docs) if i else np.zeros(len(docs), np.float32)
+        return out
+
+    def score_docs_by_ids(self, ids: Sequence[int], docs: IntArray) -> FloatArray:
+        docs = np.asarray(docs, dtype=np.int64)
+        out = np.zeros(docs.shape[0], dtype=np.float32)
+        if docs.shape[0] == 0:
+            return out
+        order = np.argsort(docs, kind="stable")
+        sorted_docs = docs[order]
+        for t in dict.fromkeys(ids):
+            for seg_docs, seg_scores in self._term_postings(t):
+                pos = np.searchsorted(seg_docs, sorted_docs)
+                pos_c = np.minimum(pos, seg_docs.shape[0] - 1)
+                hit = seg_docs[pos_c] == sorted_docs
+                out[order[hit]] += seg_scores[pos_c[hit]]
+        return out
+
+    def docs_with_all(self, terms: Sequence[str], mask: BoolArray | None = None) -> IntArray:
+        """Live docs (allowed by ``mask``) holding every one of ``terms``, increasing.
+
+        An empty ``terms`` selects nothing; a term no doc holds makes it empty.
+        """
+        wanted = list(dict.fromkeys(t for t in terms if t))
+        ids = self.term_ids(wanted)
+        if not wanted or len(ids) < len(wanted):
+            return np.empty(0, dtype=np.int64)
+        lists = [self._term_docs(t) for t in ids]
+        docs = self._intersect(lists)
+        return docs[self._live[docs] & mask_at(mask, docs)]
+
+    def _term_docs(self, term: int) -> IntArray:
+        parts = [s.postings(term)[0] for s in self._segments()]
+        return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+
+    def _term_postings(self, term: int) -> list[tuple[IntArray, FloatArray]]:
+        """Per segment holding ``term``: its docs (increasing) and their BM25 share."""
+        p = self.params
+        idf = float(self.idf(int(self._df[term])))
+        avgdl = self.avgdl or 1.0
+        out = []
+        for s in self._segments():
+            docs, tfs = s.postings(term)
+            if docs.shape[0] == 0:
+                continue
+            tf = tfs.astype(np.float32)
+            dl = self._doc_len[docs].astype(np.float32)
+            norm = np.float32(p.k1 * (1 - p.b)) + np.float32(p.k1 * p.b / avgdl) * dl
+            out.append((docs, (np.float32(idf * (p.k1 + 1)) * tf / (tf + norm))))
+        return out
+
+    def _term_scores(self, term: int) -> tuple[IntArray, FloatArray]:
+        parts = self._term_postings(term)
+        if not parts:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        return (
+            np.concatenate([d for d, _ in parts]).astype(np.int64),
+            np.concatenate([s for _, s in parts]),
+        )
+
+    def _accumulate(
+        self, per_term: list[tuple[IntArray, FloatArray]]
+    ) -> tuple[IntArray, FloatArray]:
+        """Sum per-doc scores over terms: dense scatter-add, no sort.
+
+        Within one term a doc appears once, so ``acc[docs] += scores`` is exact.
+        """
+        acc = np.zeros(self._doc_end, dtype=np.float32)
+        touched = np.zeros(self._doc_end, dtype=bool)
+        for docs, scores in per_term:
+            acc[docs] += scores
+            touched[docs] = True
+        docs = np.flatnonzero(touched)
+        return docs, acc[docs]
+
+    @staticmethod
+    def _intersect(lists: list[IntArray]) -> IntArray:
+        """Docs in every one of the sorted ``lists``: rarest first, binary search the rest."""
+        lists = sorted(lists, key=lambda a: a.shape[0])
+        out = lists[0]
+        for other in lists[1:]:
+            if out.shape[0] == 0 or other.shape[0] == 0:
+                return np.empty(0, dtype=np.int64)
+            pos = np.minimum(np.searchsorted(other, out), other.shape[0] - 1)
+            out = out[other[pos] == out]
+        return out.astype(np.int64)
+
+    def _segments(self) -> list[Segment]:
+        return self._sealed + self._tail
+
+    # ---- invariants, memory, checkpoints -------------------------------------
+
+    def memory_bytes(self) -> int:
+        """Estimated bytes held: postings, per-doc and per-term arrays, the vocabulary."""
+        postings = sum(s.memory_bytes() for s in self._segments())
+        arrays = self._df.nbytes + self._doc_len.nbytes + self._live.nbytes
+        # A str -> int dict entry: ~100 bytes of dict slot, str header and small int.
+        vocab = sum(len(t) for t in self._vocab) + 100 * len(self._vocab)
+        return int(postings + arrays + vocab)
+
+    def stats(self) -> dict[str, int | float]:
+        return {
+            "docs_live": self._n_live,
+            "doc_end": self._doc_end,
+            "terms": len(self._vocab) - 1,
+            "postings": sum(s.n_postings for s in self._segments()),
+            "segments_sealed": len(self._sealed),
+            "segments_tail": len(self._tail),
+            "avgdl": self.avgdl,
+            "memory_bytes": self.memory_bytes(),
+        }
+
+    def _check(self) -> None:
+        """Verify every invariant; O(postings), for tests and the offline check."""
+        n = self._doc_end
+        segments = self._segments()
+        for s in segments:
+            s._check()
+        for a, b in zip(segments, segments[1:], strict=False):
+            assert a.doc_hi < b.doc_lo, "segments out of doc order"
+        if segments:
+            assert segments[-1].doc_hi < n
+        counted = self._postings_per_term(segments)
+        assert np.array_equal(self._df[: len(self._vocab)], counted), "df != postings"
+        assert int(self._live[:n].sum()) == self._n_live
+        live_len = int(self._doc_len[:n][self._live[:n]].sum())
+        assert live_len == self._total_len, "total length drifted"
+        assert not bool(self._live[n:].any())
+        assert self._vocab[""] == 0 and len(set(self._vocab.values())) == len(self._vocab)
+        assert len(self._tail) < tail_segments_max
+
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Write a checkpoint into ``directory`` (created; must not exist or be empty).
+
+        The caller makes it atomic (write to a temporary name, fsync, rename).  Files:
+        ``inverted.json`` (parameters, counts, segment bounds), ``vocab.txt`` (terms by
+        id, one a line), ``df.npy``, ``doc_len.npy``, ``live.npy`` and, per segment,
+        ``seg-N-{terms,offsets,docs,tfs}.npy``; tail segments are sealed first.
+        """
+        self.seal_tail()
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        n = self._doc_end
+        terms_by_id = sorted(self._vocab, key=self._vocab.__getitem__)
+        (path / "vocab.txt").write_text("\n".join(terms_by_id[1:]), encoding="utf-8")
+        np.save(path / "df.npy", self._df[: len(self._vocab)])
+        np.save(path / "doc_len.npy", self._doc_len[:n])
+        np.save(path / "live.npy", self._live[:n])
+        bounds = []
+        for i, s in enumerate(self._sealed):
+            for name in ("terms", "offsets", "docs", "tfs"):
+                np.save(path / f"seg-{i}-{name}.npy", getattr(s, name))
+            bounds.append([s.doc_lo, s.doc_hi])
+        manifest = {
+            "format": checkpoint_format,
+            "k1": self.params.k1,
+            "b": self.params.b,
+            "stemming": self.tokenizer.stemming,
+            "doc_end": n,
+            "n_live": self._n_live,
+            "total_len": self._total_len,
+            "terms": len(self._vocab) - 1,
+            "segments": bounds,
+        }
+        (path / "inverted.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        tokenizer: Tokenizer | None = None,
+        mmap: bool = True,
+    ) -> InvertedIndex:
+        """Read a checkpoint written by :meth:`save`; postings are memory-mapped when ``mmap``."""
+        path = Path(directory)
+        manifest = json.loads((path / "inverted.json").read_text(encoding="utf-8"))
+        if manifest.get("format") != checkpoint_format:
+            raise ValueError(f"unknown keyword checkpoint format {manifest.get('format')}")
+        index = cls(Bm25Params(manifest["k1"], manifest["b"]), tokenizer)
+        if index.tokenizer.stemming != manifest["stemming"]:
+            raise ValueError("checkpoint was built with another stemming setting")
+        text = (path / "vocab.txt").read_text(encoding="utf-8")
+        terms = text.split("\n") if manifest["terms"] else []
+        if len(terms) != manifest["terms"]:
+            raise ValueError("vocabulary and manifest disagree")
+        index._vocab = dict(zip(["", *terms], range(len(terms) + 1), strict=True))
+        index._df = np.load(path / "df.npy").astype(np.int64)
+        n = int(manifest["doc_end"])
+        index._doc_len = np.array(np.load(path / "doc_len.npy"), dtype=np.uint32)
+        index._live = np.array(np.load(path / "live.npy"), dtype=bool)
+        if index._doc_len.shape[0] != n or index._live.shape[0] != n:
+            raise ValueError("per-doc arrays and manifest disagree")
+        index._doc_end = n
+        index._n_live = int(manifest["n_live"])
+        index._total_len = int(manifest["total_len"])
+        mode = "r" if mmap else None
+        for i, (lo, hi) in enumerate(manifest["segments"]):
+            arrays = {
+                name: np.load(path / f"seg-{i}-{name}.npy", mmap_mode=mode)
+                for name in ("terms", "offsets", "docs", "tfs")
+            }
+            index._sealed.append(Segment(doc_lo=int(lo), doc_hi=int(hi), **arrays))
+        return index
+
+
+def _no_hits() -> KeywordHits:
+    return KeywordHits(docs=np.empty(0, np.int64), scores=np.empty(0, np.float32))
+
+
+assert tail_postings_max > 0 and tail_segments_max >= 2
+assert math.isfinite(Bm25Params().k1)
