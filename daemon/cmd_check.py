@@ -7,6 +7,7 @@ from pathlib import Path
 
 import orjson
 
+from memoryd.client.cli import global_options_parent
 from memoryd.daemon.config import default_data_dir
 from memoryd.storage import check_data_dir
 
@@ -17,6 +18,7 @@ EXIT_CORRUPT = 5
 def add_check_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "check",
+        parents=[global_options_parent()],  # `memoryd check --json` as for every command
         help="verify the log offline (CRCs, sequence, hash chain)",
         description="Read every record of the log and verify its CRC, its sequence number and "
         "the hash chain. Read-only; safe while the daemon runs. Exit 0 when intact, "

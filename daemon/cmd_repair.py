@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 
+from memoryd.client.cli import global_options_parent
 from memoryd.daemon.config import default_data_dir
 from memoryd.storage import DataDirLockedError, repair_data_dir
 
@@ -18,6 +19,7 @@ EXIT_FAILED = 1
 def add_repair_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "repair",
+        parents=[global_options_parent()],  # `memoryd repair --json` as for every command
         help="quarantine damaged records and keep every valid one (daemon must be stopped)",
         description="Rewrite the log without its damaged records, which are moved into a "
         "quarantine file under DATA_DIR/quarantine/. Every record with a valid checksum is "
