@@ -28,6 +28,9 @@ def default_data_dir() -> Path:
     return base / "memoryd"
 
 
+EMBEDDERS = ("hashing", "minilm")
+
+
 class ConfigError(ValueError):
     """A setting has an invalid value; the message names the key."""
 
@@ -58,6 +61,8 @@ class Config:
     build_queue_bound: int = 20
     build_idle_ms: int = 10
     chunk_frames_max: int = 50
+    # What embeds frames for semantic search: hashing (built in) or minilm (optional package).
+    embedder: str = "hashing"
     log_level: str = "info"
 
     def validate(self) -> Config:
@@ -82,6 +87,8 @@ class Config:
         if self.shutdown_deadline_s <= 0:
             raise ConfigError("shutdown_deadline_s must be positive")
         self.build_policy()
+        if self.embedder not in EMBEDDERS:
+            raise ConfigError(f"embedder must be one of {', '.join(EMBEDDERS)}: {self.embedder!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"log_level must be debug, info, warning or error: {self.log_level!r}"
@@ -134,6 +141,8 @@ def config_from_environment(base: Config | None = None) -> Config:
         changes["data_dir"] = Path(env["MEMORYD_DATA_DIR"])
     if env.get("MEMORYD_DURABILITY"):
         changes["durability"] = parse_durability(env["MEMORYD_DURABILITY"], "MEMORYD_DURABILITY")
+    if env.get("MEMORYD_EMBEDDER"):
+        changes["embedder"] = env["MEMORYD_EMBEDDER"]
     if env.get("MEMORYD_LOG_LEVEL"):
         changes["log_level"] = env["MEMORYD_LOG_LEVEL"].lower()
     return config.replace(**changes)

