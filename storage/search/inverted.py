@@ -29,12 +29,14 @@ bool live), 4 bytes + a dict entry a term.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -420,7 +422,7 @@ class InvertedIndex:
         segments = self._segments()
         for s in segments:
             s._check()
-        for a, b in zip(segments, segments[1:], strict=False):
+        for a, b in itertools.pairwise(segments):
             assert a.doc_hi < b.doc_lo, "segments out of doc order"
         if segments:
             assert segments[-1].doc_hi < n
@@ -497,7 +499,7 @@ class InvertedIndex:
         index._doc_end = n
         index._n_live = int(manifest["n_live"])
         index._total_len = int(manifest["total_len"])
-        mode = "r" if mmap else None
+        mode: Literal["r"] | None = "r" if mmap else None
         for i, (lo, hi) in enumerate(manifest["segments"]):
             arrays = {
                 name: np.load(path / f"seg-{i}-{name}.npy", mmap_mode=mode)

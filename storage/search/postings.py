@@ -16,6 +16,7 @@ concatenate postings per term without sorting (see :func:`merge_segments`).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -130,7 +131,7 @@ def merge_segments(segments: Sequence[Segment], live: IntArray | None) -> Segmen
     tombstoned docs' postings for good.
     """
     assert segments
-    for a, b in zip(segments, segments[1:], strict=False):
+    for a, b in itertools.pairwise(segments):
         assert a.doc_hi < b.doc_lo or a.doc_lo > a.doc_hi or b.doc_lo > b.doc_hi
     n_terms = 1 + max((int(s.terms[-1]) for s in segments if s.terms.shape[0]), default=-1)
     kept = [_live_only(s, live) for s in segments]

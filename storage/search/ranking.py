@@ -44,13 +44,15 @@ class RankingWeights:
     """Every weight of every mode; defaults measured on LoCoMo (benchmarks/quality_offline.py)."""
 
     fusion: Fusion = "blend"  # hybrid: normalized score blend or reciprocal rank fusion
-    semantic_blend: float = 0.35  # blend: weight of the normalized cosine next to BM25's 1
+    semantic_blend: float = 0.2  # blend: weight of the normalized cosine next to BM25's 1
     rrf_k: float = 60.0
     keyword_weight: float = 1.0  # hybrid: weight of the keyword list in RRF
     semantic_weight: float = 1.0  # hybrid: weight of the semantic list in RRF
     phrase_weight: float = 0.5  # verbatim phrase bonus, in units of the top relevance
-    recency_half_life_days: float = 30.0
-    recency_floor: float = 0.7
+    context_weight: float = 0.5  # share of the best adjacent frame's relevance added
+    context_gap_ms: int = 3_600_000  # frames further apart in time are not each other's context
+    recency_half_life_days: float = 60.0
+    recency_floor: float = 0.9
     importance_weight: float = 0.3
     kind_boosts: tuple[tuple[str, float], ...] = (("breakthrough", 1.2),)
     depth: int = 100  # candidates taken from each list (and phrase-checked), at least k
@@ -130,6 +132,26 @@ def blend(
     top = float(cos.max(initial=0.0))
     sem = cos / top if top > 0 else np.zeros_like(cos)
     return (kw + w.semantic_blend * sem).astype(np.float32)
+
+
+def with_context(
+    docs: IntArray, relevance: FloatArray, times_ms: IntArray, w: RankingWeights
+) -> FloatArray:
+    """``relevance + context_weight * max(relevance of doc - 1, doc + 1)``.
+
+    Conversation turns answer the turn before them: a frame next to a strong match
+    (adjacent doc number, within ``context_gap_ms``) gains a share of its score.
+    ``docs`` must be sorted; docs absent from it contribute nothing.
+    """
+    if w.context_weight <= 0 or docs.shape[0] < 2:
+        return relevance
+    near = np.abs(np.diff(times_ms)) <= w.context_gap_ms
+    adjacent = (np.diff(docs) == 1) & near
+    prev_rel = np.zeros_like(relevance)
+    next_rel = np.zeros_like(relevance)
+    prev_rel[1:] = np.where(adjacent, relevance[:-1], 0)
+    next_rel[:-1] = np.where(adjacent, relevance[1:], 0)
+    return (relevance + w.context_weight * np.maximum(prev_rel, next_rel)).astype(np.float32)
 
 
 def classic_scores(

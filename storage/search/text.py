@@ -6,7 +6,7 @@ Contract:
   ``casefold``.  Every comparison of text in search goes through it.
 * ``words(text)``: the normalized word runs, in order, with nothing dropped but
   over-long runs.  A word is a run of Unicode letters and digits (any script),
-  possibly joined by apostrophes (``don't``, ``o’clock``); the apostrophes are
+  possibly joined by apostrophes (``don't``, ``o\u2019clock``); the apostrophes are
   removed (``dont``, ``carolines``: the stemmer then folds the possessive like a
   plural).  Han, kana and other scripts written without spaces give one word
   per character, so that they can be matched at all.  Used for phrases.

@@ -1,0 +1,91 @@
+"""The keyword index: ingest rules, MaxScore against full scoring, memory, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memoryd.storage.search.inverted import Bm25Params, InvertedIndex
+
+
+def _index(texts: list[str]) -> InvertedIndex:
+    index = InvertedIndex()
+    index.add_batch(range(len(texts)), texts)
+    return index
+
+
+def test_ranks_by_bm25_and_skips_deleted() -> None:
+    index = _index(["red car", "blue car", "red red apples", "nothing"])
+    assert index.search(["red"], 10).docs.tolist() == [2, 0]
+    assert index.delete([2, 2, 99]) == 1
+    index._check()
+    assert index.search(["red"], 10).docs.tolist() == [0]
+    assert not index.is_live(2)
+
+
+def test_docs_must_increase() -> None:
+    index = _index(["a b"])
+    with pytest.raises(ValueError):
+        index.add_batch([0], ["again"])
+    with pytest.raises(ValueError):
+        index.add_batch([3, 2], ["x", "y"])
+    with pytest.raises(ValueError):
+        index.add_batch([5], ["x", "y"])
+
+
+def test_unknown_terms_and_empty_queries() -> None:
+    index = _index(["red car"])
+    assert index.search(["zebra"], 5).docs.size == 0
+    assert index.search([], 5).docs.size == 0
+    assert index.search(["red", "zebra"], 5, require_all=True).docs.size == 0
+    assert index.docs_with_all([]).size == 0
+
+
+def test_max_score_equals_full_scoring() -> None:
+    rng = np.random.default_rng(3)
+    common = ["alpha", "beta"]
+    rare = [f"rare{i}" for i in range(50)]
+    texts = [
+        " ".join([*common, *rng.choice(rare, size=3).tolist()]) if i % 10 else "alpha beta"
+        for i in range(2000)
+    ]
+    index = _index(texts)
+    for q in (["alpha", "rare3"], ["beta", "rare7", "rare9"], ["alpha", "beta", "rare1"]):
+        fast = index.search(q, 10)
+        full_docs = np.arange(2000)
+        full = index.score_docs(q, full_docs)
+        order = np.lexsort((-full_docs, -full))[:10]
+        assert fast.docs.tolist() == full_docs[order].tolist()
+        assert np.allclose(fast.scores, full[order])
+
+
+def test_term_scores_explain_the_total() -> None:
+    index = _index(["red car", "red", "car car"])
+    docs = np.array([0, 1, 2])
+    parts = index.term_scores(["red", "car"], docs)
+    assert np.allclose(parts["red"] + parts["car"], index.score_docs(["red", "car"], docs))
+
+
+def test_many_batches_seal_and_merge(tmp_path: Path) -> None:
+    index = InvertedIndex(Bm25Params(k1=0.9, b=0.4))
+    for d in range(100):
+        index.add_batch([d], [f"word{d % 7} shared"])
+        index._check()
+    assert index.stats()["segments_sealed"] >= 1
+    assert index.memory_bytes() > 0
+    index.save(tmp_path / "ckpt")
+    loaded = InvertedIndex.load(tmp_path / "ckpt", mmap=False)
+    loaded._check()
+    assert loaded.params == index.params
+    assert loaded.search(["word3"], 100).docs.tolist() == index.search(["word3"], 100).docs.tolist()
+    loaded.add_batch([100], ["word3 after load"])
+    loaded._check()
+
+
+def test_bad_params() -> None:
+    with pytest.raises(ValueError):
+        Bm25Params(k1=-1)
+    with pytest.raises(ValueError):
+        Bm25Params(b=2)

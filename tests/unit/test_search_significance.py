@@ -1,0 +1,72 @@
+"""Significance scores, fact kinds, SimHash and the near-duplicate index."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memoryd.storage.search.significance import classify_fact_kind, significance
+from memoryd.storage.search.simhash import NearDuplicateIndex, hamming, near_bits_max, simhash
+
+
+def test_scores_are_in_range_and_deterministic() -> None:
+    texts = ["", "!!!", "I finally solved it!! So happy with my team.", "x " * 500]
+    for t in texts:
+        s = significance(t).as_dict()
+        assert len(s) == 6
+        assert all(0.0 <= v <= 1.0 for v in s.values())
+        assert s == significance(t).as_dict()
+
+
+def test_scores_follow_their_signals() -> None:
+    assert significance("I love this, so happy!").emotional_resonance > 0.5
+    assert significance("Finally realized why: breakthrough").breakthrough_factor > 0.5
+    assert significance("Meeting on 2024-05-01 at 10:30 tomorrow").temporal_relevance > 0.5
+    assert significance("my sister and my mom").relationship_depth > 0.5
+    assert significance("I always do this every day").pattern_strength > 0.5
+    assert significance("Paris is in France").emotional_resonance == 0.0
+
+
+def test_fact_kinds() -> None:
+    assert classify_fact_kind("To deploy: 1. run make\n2. then install the wheel") == "procedural"
+    assert classify_fact_kind("Yesterday I went to the beach with my sister") == "episodic"
+    assert classify_fact_kind("Paris is the capital of France") == "declarative"
+    assert classify_fact_kind("") == "declarative"
+
+
+def test_simhash_near_and_far() -> None:
+    base = "the quick brown fox jumps over the lazy dog near the river bank today"
+    assert simhash(base) == simhash(base.upper())
+    assert hamming(simhash(base), simhash(base.replace("today", "tonight"))) <= near_bits_max
+    assert hamming(simhash(base), simhash("quarterly tax forms are due in april")) > 10
+    assert simhash("") == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    hashes=st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=40),
+    flips=st.lists(st.integers(0, 63), max_size=near_bits_max),
+    seed=st.integers(0, 1000),
+)
+def test_near_duplicate_index_matches_brute_force(
+    hashes: list[int], flips: list[int], seed: int
+) -> None:
+    index = NearDuplicateIndex()
+    for doc, h in enumerate(hashes):
+        index.add(doc, h)
+    rng = random.Random(seed)
+    removed = set(rng.sample(range(len(hashes)), k=len(hashes) // 3))
+    for doc in removed:
+        assert index.remove(doc)
+    index._check()
+    probe = hashes[rng.randrange(len(hashes))]
+    for bit in flips:
+        probe ^= 1 << bit
+    live = [(hamming(probe, h), d) for d, h in enumerate(hashes) if d not in removed]
+    within = [x for x in live if x[0] <= near_bits_max]
+    expected = None if not within else (min(within)[1], min(within)[0])
+    assert index.nearest(probe) == expected
+    docs, hs = index.to_arrays()
+    assert NearDuplicateIndex.from_arrays(docs, hs).nearest(probe) == expected

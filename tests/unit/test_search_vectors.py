@@ -1,0 +1,82 @@
+"""The vector index: exact search against numpy, masks, deletes, coarse-to-fine, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memoryd.storage.search import vectors as vectors_module
+from memoryd.storage.search.vectors import VectorIndex
+
+
+def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    v = rng.standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_exact_search_matches_brute_force() -> None:
+    rng = np.random.default_rng(1)
+    vecs = _unit(rng, 300, 32)
+    index = VectorIndex(32)
+    index.add_batch(np.arange(300), vecs)
+    index._check()
+    q = _unit(rng, 1, 32)[0]
+    hits = index.search(q, 5)
+    expected = np.argsort(-(vecs @ q))[:5]
+    assert hits.docs.tolist() == expected.tolist()
+    assert np.allclose(hits.scores, (vecs @ q)[expected], atol=2e-2)
+
+
+def test_mask_and_delete() -> None:
+    rng = np.random.default_rng(2)
+    vecs = _unit(rng, 50, 16)
+    index = VectorIndex(16)
+    index.add_batch(np.arange(50), vecs)
+    assert index.delete([0, 0, 77]) == 1
+    index._check()
+    mask = np.zeros(30, dtype=bool)
+    mask[[0, 3, 5]] = True
+    hits = index.search(vecs[3], 10, mask=mask)
+    assert sorted(hits.docs.tolist()) == [3, 5]
+    assert hits.docs[0] == 3
+    assert index.score_docs(vecs[3], np.array([0, 3, 99]))[[0, 2]].tolist() == [0.0, 0.0]
+
+
+def test_coarse_path_finds_near_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vectors_module, "exact_rows_max", 0)
+    monkeypatch.setattr(vectors_module, "coarse_candidates", 50)
+    rng = np.random.default_rng(3)
+    vecs = _unit(rng, 2000, 64)
+    index = VectorIndex(64)
+    index.add_batch(np.arange(2000), vecs)
+    for d in (7, 500, 1999):
+        noisy = vecs[d] + 0.05 * _unit(rng, 1, 64)[0]
+        assert index.search(noisy, 1).docs.tolist() == [d]
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    vecs = _unit(rng, 40, 8)
+    index = VectorIndex(8)
+    index.add_batch(np.arange(40), vecs)
+    index.delete([5])
+    index.save(tmp_path)
+    loaded = VectorIndex.load(tmp_path)
+    loaded._check()
+    q = vecs[9]
+    assert loaded.search(q, 5).docs.tolist() == index.search(q, 5).docs.tolist()
+    loaded.add_batch([40], vecs[:1])
+    loaded._check()
+
+
+def test_rejects_bad_input() -> None:
+    index = VectorIndex(4)
+    with pytest.raises(ValueError):
+        index.add_batch([0], np.zeros((1, 5), np.float32))
+    index.add_batch([0], np.eye(4, dtype=np.float32)[:1])
+    with pytest.raises(ValueError):
+        index.add_batch([0], np.eye(4, dtype=np.float32)[:1])
+    with pytest.raises(ValueError):
+        index.search(np.zeros(3, np.float32), 1)
