@@ -21,7 +21,7 @@ from .errors import (
     RequestError,
     UnavailableError,
 )
-from .models import DeleteResult, Frame, Page, PutResult, ServerInfo
+from .models import DeleteResult, Frame, Page, PutResult, SearchHit, SearchResult, ServerInfo
 from .paths import default_socket_path
 from .protocol import LIMITS, PROTOCOL_VERSION
 from .sync_client import Client
@@ -41,6 +41,8 @@ __all__ = [
     "ProtocolViolationError",
     "PutResult",
     "RequestError",
+    "SearchHit",
+    "SearchResult",
     "ServerInfo",
     "UnavailableError",
     "default_socket_path",

@@ -128,7 +128,7 @@ def build_parser(prog: str = "memoryd") -> tuple[argparse.ArgumentParser, Subpar
 
 
 def add_client_commands(subparsers: Subparsers) -> None:
-    """Add put, get, recent, range, delete, stats and ping; each sets ``func``."""
+    """Add put, get, recent, range, delete, search, stats and ping; each sets ``func``."""
     parent = global_options_parent()
 
     def add(name: str, help_text: str, func: Command) -> argparse.ArgumentParser:
@@ -201,6 +201,47 @@ def add_client_commands(subparsers: Subparsers) -> None:
 
     delete = add("delete", "delete a memory (deleting a missing one is not an error)", _delete)
     delete.add_argument("id", help="the frame id")
+
+    search = add("search", "find the memories most relevant to a query", _search)
+    search.add_argument("query", help="what to look for")
+    search.add_argument("-k", type=_positive_int, default=10, help="how many (default: 10)")
+    search.add_argument(
+        "--mode",
+        choices=("hybrid", "keyword", "semantic", "classic"),
+        default="hybrid",
+        help="how to rank (default: %(default)s)",
+    )
+    search.add_argument("--namespace", default=None, help="only this namespace")
+    search.add_argument(
+        "--kind",
+        dest="kinds",
+        action="append",
+        default=None,
+        help="only this kind (repeatable: any of them)",
+    )
+    search.add_argument(
+        "--tag",
+        dest="tags",
+        action="append",
+        default=None,
+        help="only memories with this tag (repeatable: all of them)",
+    )
+    search.add_argument(
+        "--since",
+        type=_time_ms,
+        default=None,
+        metavar="TIME",
+        help="inclusive; ISO-8601 datetime or ms",
+    )
+    search.add_argument(
+        "--until",
+        type=_time_ms,
+        default=None,
+        metavar="TIME",
+        help="exclusive; ISO-8601 datetime or ms",
+    )
+    search.add_argument("--min-importance", type=float, default=None, metavar="X")
+    search.add_argument("--explain", action="store_true", help="show each part of each score")
 
     add("stats", "print the daemon's counters", _stats)
     add("ping", "check that the daemon answers, and how fast", _ping)
@@ -361,6 +402,35 @@ def _delete(client: Client, args: argparse.Namespace) -> None:
         _emit(f"deleted {result.id} (seq {result.seq})")
     else:
         _emit(f"nothing to delete: no live frame has id {result.id}")
+
+
+@_command
+def _search(client: Client, args: argparse.Namespace) -> None:
+    _check_text(args.query, "the query")
+    result = client.search(
+        args.query,
+        k=args.k,
+        mode=args.mode,
+        namespace=args.namespace,
+        kinds=args.kinds,
+        tags=args.tags,
+        since_ms=args.since,
+        until_ms=args.until,
+        min_importance=args.min_importance,
+        explain=args.explain,
+    )
+    if args.json:
+        _emit_json(dataclasses.asdict(result))
+        return
+    for hit in result.hits:
+        _emit(f"{hit.score:8.4f}  {format_frame_line(hit.frame)}")
+        if hit.explain:
+            parts = ", ".join(
+                f"{name} {value:.3f}"
+                for name, value in hit.explain.items()
+                if isinstance(value, float)
+            )
+            _emit(f"          {parts}")
 
 
 @_command

@@ -146,6 +146,44 @@ class Page:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One result: the frame, its final score and, when asked, every part of that score."""
+
+    frame: Frame
+    score: float
+    explain: dict[str, Any] | None = None
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> SearchHit:
+        w = "search hit"
+        o = _object(obj, w)
+        return cls(
+            frame=Frame.from_wire(_field(o, "frame", dict, w)),
+            score=_number(o, "score", w),
+            explain=_optional(o, "explain", dict, w),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """Hits best first; ``built_seq`` is how far the builder had got when it ran."""
+
+    hits: tuple[SearchHit, ...]
+    mode: str
+    built_seq: int
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> SearchResult:
+        w = "search result"
+        o = _object(obj, w)
+        return cls(
+            hits=tuple(SearchHit.from_wire(hit) for hit in _field(o, "hits", list, w)),
+            mode=_field(o, "mode", str, w),
+            built_seq=_field(o, "built_seq", int, w),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class DeleteResult:
     """``deleted`` is false when no live frame had ``id`` (deleting is idempotent).
 

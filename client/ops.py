@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Final, Generic, TypeVar
 
 from . import errors, protocol
-from .models import DeleteResult, Frame, Page, PutResult, ServerInfo
+from .models import DeleteResult, Frame, Page, PutResult, SearchResult, ServerInfo
 
 T = TypeVar("T")
 
@@ -25,7 +25,7 @@ T = TypeVar("T")
 # response arrived: reads, and writes whose repetition changes nothing (put is
 # content-addressed, delete of a deleted frame is a no-op).
 IDEMPOTENT_OPS: Final = frozenset(
-    ("hello", "ping", "put", "put_batch", "get", "recent", "range", "delete", "stats")
+    ("hello", "ping", "put", "put_batch", "get", "recent", "range", "delete", "stats", "search")
 )
 
 # Requests a pipelining client keeps in flight on one connection.  The daemon
@@ -184,6 +184,38 @@ def time_range(
     if until_ms is not None:
         args["until_ms"] = until_ms
     return Call("range", args, Page.from_wire)
+
+
+def search(
+    query: str,
+    *,
+    k: int = 10,
+    mode: str = "hybrid",
+    namespace: str | None = None,
+    kinds: Sequence[str] | None = None,
+    tags: Sequence[str] | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    min_importance: float | None = None,
+    explain: bool = False,
+    min_seq: int | None = None,
+    now_ms: int | None = None,
+) -> Call[SearchResult]:
+    args: dict[str, Any] = {"query": query, "k": k, "mode": mode}
+    optional = {
+        "namespace": namespace,
+        "kinds": list(kinds) if kinds is not None else None,
+        "tags": list(tags) if tags is not None else None,
+        "since_ms": since_ms,
+        "until_ms": until_ms,
+        "min_importance": min_importance,
+        "min_seq": min_seq,
+        "now_ms": now_ms,
+    }
+    args.update({name: value for name, value in optional.items() if value is not None})
+    if explain:
+        args["explain"] = True
+    return Call("search", args, SearchResult.from_wire)
 
 
 def delete(frame_id: str) -> Call[DeleteResult]:

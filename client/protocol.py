@@ -18,8 +18,7 @@ module.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -161,9 +160,8 @@ class MessageDecoder:
         return bodies
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """A parsed request: its id (echoed back), op name and arguments."""
+class Request(NamedTuple):
+    """A parsed request: its id (echoed back), op name and arguments (immutable, cheap)."""
 
     id: int | str | None
     op: str

@@ -10,13 +10,13 @@ from __future__ import annotations
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from . import errors, ops, protocol
-from .models import DeleteResult, Frame, Page, PutResult, ServerInfo
+from .models import DeleteResult, Frame, Page, PutResult, SearchResult, ServerInfo
 from .paths import default_socket_path
 
 T = TypeVar("T")
@@ -134,6 +134,43 @@ class Client:
                 kind=kind,
                 limit=limit,
                 cursor=cursor,
+            )
+        )
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        mode: str = "hybrid",
+        namespace: str | None = None,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        min_importance: float | None = None,
+        explain: bool = False,
+        min_seq: int | None = None,
+        now_ms: int | None = None,
+    ) -> SearchResult:
+        """Memories ranked for ``query`` (modes: hybrid, keyword, semantic, classic).
+
+        ``min_seq`` (a put's ``seq``) first waits until that put is searchable.
+        """
+        return self._execute(
+            ops.search(
+                query,
+                k=k,
+                mode=mode,
+                namespace=namespace,
+                kinds=kinds,
+                tags=tags,
+                since_ms=since_ms,
+                until_ms=until_ms,
+                min_importance=min_importance,
+                explain=explain,
+                min_seq=min_seq,
+                now_ms=now_ms,
             )
         )
 

@@ -52,7 +52,7 @@ from memoryd.storage.search.text import DEFAULT_TOKENIZER, Tokenizer
 
 tail_postings_max = 1 << 18  # ~1.5 MiB of tail postings (~8k frames) before sealing
 tail_segments_max = 32  # single-frame batches in a quiet daemon: seal after this many
-query_terms_max = 64  # terms of one query that are scored; the rest ignored
+query_terms_max = 64  # terms of one query that are scored: the rarest known ones
 frequent_df_fraction = 0.05  # terms in more docs than this are looked up, not expanded
 checkpoint_format = 1  # bumped when the files of save() change
 
@@ -223,6 +223,14 @@ class InvertedIndex:
         """Ids of the known terms among ``terms`` (unknown ones skipped)."""
         return [i for i in (self._vocab.get(t, 0) for t in terms) if i]
 
+    def scored_term_ids(self, terms: Sequence[str]) -> list[int]:
+        """The distinct known terms a query is scored on: all of them, or the
+        ``query_terms_max`` rarest (highest idf) when there are more."""
+        ids = list(dict.fromkeys(self.term_ids(terms)))
+        if len(ids) > query_terms_max:
+            ids = sorted(ids, key=lambda i: (int(self._df[i]), i))[:query_terms_max]
+        return ids
+
     def df(self, term: str) -> int:
         i = self._vocab.get(term, 0)
         return int(self._df[i]) if i else 0
@@ -242,15 +250,18 @@ class InvertedIndex:
         require_all: bool = False,
     ) -> KeywordHits:
         """The ``k`` best docs for ``terms`` by BM25 (OR, or AND with ``require_all``)."""
-        ids = list(dict.fromkeys(self.term_ids(terms[:query_terms_max])))
-        if not ids or (require_all and len(ids) < len(set(terms[:query_terms_max]))):
-            return _no_hits()
         if require_all:
+            ids = list(dict.fromkeys(self.term_ids(terms)))
+            if not ids or len(ids) < len(set(terms)):
+                return _no_hits()
             docs = self._intersect([self._term_docs(t) for t in ids])
             scores = self.score_docs_by_ids(ids, docs)
             keep = self._live[docs] & mask_at(mask, docs)
             docs, scores = top_k(docs[keep], scores[keep], k)
             return KeywordHits(docs=docs, scores=scores)
+        ids = self.scored_term_ids(terms)
+        if not ids:
+            return _no_hits()
         hits = self._search_max_score(ids, k, mask)
         if hits is not None:
             return hits
@@ -297,14 +308,16 @@ class InvertedIndex:
 
     def score_docs(self, terms: Sequence[str], docs: IntArray) -> FloatArray:
         """BM25 of each of ``docs`` for ``terms`` (0 where none of them occurs)."""
-        return self.score_docs_by_ids(self.term_ids(terms[:query_terms_max]), docs)
+        return self.score_docs_by_ids(self.scored_term_ids(terms), docs)
 
     def term_scores(self, terms: Sequence[str], docs: IntArray) -> dict[str, FloatArray]:
         """Each term's BM25 share for each of ``docs``: what ``explain`` shows."""
+        scored = set(self.scored_term_ids(terms))
         out = {}
-        for term in dict.fromkeys(terms[:query_terms_max]):
+        for term in dict.fromkeys(terms):
             i = self._vocab.get(term, 0)
-            out[term] = self.score_docs_by_ids([i], docs) if i else np.zeros(len(docs), np.float32)
+            if i in scored:
+                out[term] = self.score_docs_by_ids([i], docs)
         return out
 
     def score_docs_by_ids(self, ids: Sequence[int], docs: IntArray) -> FloatArray:

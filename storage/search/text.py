@@ -32,7 +32,7 @@ import numpy as np
 
 token_chars_max = 40  # longer runs are ids, hashes or base64: noise for keyword search
 term_cache_entries_max = 1 << 20  # memo of word -> term; cleared when full (~100 MiB worst)
-query_terms_max = 64  # a query is a handful of words; longer ones are cut
+query_terms_max = 64  # longest phrase checked; longer queries get no implicit phrase
 
 # Scripts written without spaces between words: one token per character.
 _NO_SPACE_SCRIPTS = (
@@ -221,11 +221,13 @@ class Tokenizer:
         one implicit phrase when it has two words or more, so that a memory holding the
         query verbatim ranks above one that merely shares its words.
         """
-        words = tuple(self.words(query)[:query_terms_max])
+        # Every word counts: the index, not the parser, picks which terms to score
+        # (the most informative ones), so no word is dropped for where it stands.
+        words = tuple(self.words(query))
         terms = tuple(dict.fromkeys(t for t in map(self.term_of_word, words) if t))
         quoted = [tuple(self.words(p)) for p in _PHRASE_RE.findall(query)]
-        phrases = tuple(p for p in quoted if len(p) >= 2)
-        if not quoted and len(words) >= 2:
+        phrases = tuple(p for p in quoted if 2 <= len(p) <= query_terms_max)
+        if not quoted and 2 <= len(words) <= query_terms_max:
             phrases = (words,)
         return ParsedQuery(terms=terms, phrases=phrases, words=words)
 
