@@ -1,4 +1,4 @@
-"""A query longer than the scored-term budget keeps its most informative terms, wherever they are."""
+"""A query over the scored-term budget keeps its most informative terms, wherever they are."""
 
 from __future__ import annotations
 
