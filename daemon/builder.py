@@ -25,11 +25,12 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from memoryd.storage import EventLog
-from memoryd.storage.derived import DerivedState
+from memoryd.storage.derived import BuildStep, DerivedState
 
 log = logging.getLogger("memoryd.builder")
 
@@ -56,9 +57,17 @@ class BuildPolicy:
 class Builder:
     """Follows ``event_log`` into ``derived``.  Start with ``run``; stop with ``stop``."""
 
-    def __init__(self, event_log: EventLog, derived: DerivedState, policy: BuildPolicy) -> None:
+    def __init__(
+        self,
+        event_log: EventLog,
+        derived: DerivedState,
+        policy: BuildPolicy,
+        on_built: Callable[[BuildStep], None] | None = None,
+    ) -> None:
         self._log = event_log
         self.derived = derived
+        # Told what each step changed (search caches drop what it makes stale).
+        self.on_built = on_built
         self._policy = policy
         self._committed_seq = event_log.last_seq
         self._wake = asyncio.Event()
@@ -155,7 +164,9 @@ class Builder:
             )
         )
         if entries:
-            derived.build(entries)
+            step = derived.build(entries)
+            if self.on_built is not None:
+                self.on_built(step)
         self.steps += 1
         self.last_progress_monotonic = time.monotonic()
 

@@ -63,6 +63,9 @@ class Config:
     chunk_frames_max: int = 50
     # What embeds frames for semantic search: hashing (built in) or minilm (optional package).
     embedder: str = "hashing"
+    # Memory bounds of the layered caches (see stats: cache_*).
+    cache_query_embeddings_bytes_max: int = 16 * 1024 * 1024
+    cache_search_results_bytes_max: int = 8 * 1024 * 1024
     log_level: str = "info"
 
     def validate(self) -> Config:
@@ -75,6 +78,8 @@ class Config:
             "commit_queue_events_max",
             "commit_batch_events_max",
             "outbound_bytes_max",
+            "cache_query_embeddings_bytes_max",
+            "cache_search_results_bytes_max",
         )
         for key in positive_ints:
             value = getattr(self, key)

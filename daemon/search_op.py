@@ -32,11 +32,19 @@ from memoryd.client.errors import MemorydError
 from memoryd.daemon import validation
 from memoryd.daemon.builder import Builder
 from memoryd.storage import EventLog
+from memoryd.storage.caches import MeteredCache
 from memoryd.storage.catalog import Filters
+from memoryd.storage.derived import BuildStep
 from memoryd.storage.frame_table import FrameTable
 from memoryd.storage.projection import frame_at
 from memoryd.storage.search import MODES, SearchIndex
 
+# (query, k, mode, filters, explain, now_ms): everything a ranking depends on
+# besides the index.  With now_ms absent, the cache's short TTL bounds how
+# stale "now" may be (recency half-lives are days).
+CacheKey = tuple[str, int, str, Filters, bool, int | None]
+Ranked = list[tuple[int, float, dict[str, Any] | None]]
+RESULTS_TTL_S = 2.0
 QUERY_BYTES_MAX = 16 * 1024
 SEARCH_K_MAX = 1000
 KINDS_MAX = 32
@@ -103,13 +111,31 @@ class SearchOp:
     """The handler for ``search``; reads derived state the builder owns (same thread)."""
 
     def __init__(
-        self, event_log: EventLog, table: FrameTable, builder: Builder, index: SearchIndex
+        self,
+        event_log: EventLog,
+        table: FrameTable,
+        builder: Builder,
+        index: SearchIndex,
+        results_cache: MeteredCache[CacheKey, Ranked],
     ) -> None:
         self._log = event_log
         self._table = table
         self._builder = builder
         self._index = index
+        # Ranked docs by request.  Liveness is checked on every answer, so a
+        # cached ranking never returns a deleted frame; builds drop what they stale.
+        self._results = results_cache
         self.searches = 0
+
+    def forget_stale(self, step: BuildStep) -> None:
+        """Drop cached rankings that ``step`` may have changed."""
+        if step.deleted:
+            self._results.clear()
+        elif step.frames:
+            touched = step.namespaces
+            self._results.drop(
+                lambda key: key[3].namespace not in touched and key[3].namespace is not None
+            )
 
     def __call__(self, args: dict[str, Any]) -> dict[str, Any] | asyncio.Future[Any]:
         unknown = set(args) - _FIELDS
@@ -167,29 +193,37 @@ class SearchOp:
     ) -> dict[str, Any]:
         self.searches += 1
         catalog = self._builder.derived.catalog
-        result = self._index.search(
-            query,
-            k,
-            mask=catalog.mask(filters),
-            mode=mode,  # type: ignore[arg-type]
-            now_ms=now_ms if now_ms is not None else time.time_ns() // 1_000_000,
-            explain=explain,
-            text_of=self._text_of,
-        )
-        explained = result.explain() if explain else []
+        key: CacheKey = (query, k, mode, filters, explain, now_ms)
+        ranked = self._results.get(key)
+        if ranked is None:
+            result = self._index.search(
+                query,
+                k,
+                mask=catalog.mask(filters),
+                mode=mode,  # type: ignore[arg-type]
+                now_ms=now_ms if now_ms is not None else time.time_ns() // 1_000_000,
+                explain=explain,
+                text_of=self._text_of,
+            )
+            explained = result.explain() if explain else [None] * len(result.docs)
+            ranked = list(zip(result.docs.tolist(), result.scores.tolist(), explained, strict=True))
+            self._results.put(key, ranked)
         hits = []
-        for position, (doc, score) in enumerate(
-            zip(result.docs.tolist(), result.scores.tolist(), strict=True)
-        ):
+        for doc, score, explanation in ranked:
             slot = self._table.get(catalog.ids[doc])
             if slot is None:  # deleted since it was built
                 continue
             hit: dict[str, Any] = {"frame": frame_at(self._log, slot).to_dict(), "score": score}
-            if explain:
-                hit["explain"] = explained[position]
+            if explanation is not None:
+                hit["explain"] = explanation
             hits.append(hit)
         return {"hits": hits, "mode": mode, "built_seq": self._builder.derived.built_seq}
 
     def _text_of(self, doc: int) -> str:
         slot = self._table.get(self._builder.derived.catalog.ids[doc])
         return "" if slot is None else frame_at(self._log, slot).content
+
+
+def ranked_size(ranked: Ranked) -> int:
+    """Rough bytes of a cached ranking: a tuple per hit, more when explained."""
+    return 64 + sum(96 + (0 if e is None else 48 * len(e)) for _, _, e in ranked)

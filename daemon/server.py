@@ -32,10 +32,11 @@ from memoryd.client.errors import MemorydError
 from memoryd.daemon.builder import Builder
 from memoryd.daemon.config import Config
 from memoryd.daemon.connection import Connection
-from memoryd.daemon.search_op import SearchOp
+from memoryd.daemon.search_op import RESULTS_TTL_S, CacheKey, Ranked, SearchOp, ranked_size
 from memoryd.daemon.service import Service
 from memoryd.daemon.writer import CommitWriter
 from memoryd.storage import DataDirLock, Durability, FileLog
+from memoryd.storage.caches import MeteredCache
 from memoryd.storage.derived import DerivedState, SearchFrames
 from memoryd.storage.projection import Projection
 from memoryd.storage.search import Embedder, HashingEmbedder, MiniLMEmbedder, SearchIndex
@@ -220,6 +221,15 @@ class Daemon:
         loop = asyncio.get_running_loop()
         relaxed = config.durability == Durability.RELAXED
         search_index = SearchIndex(make_embedder(config.embedder))
+        search_index.query_cache = MeteredCache(
+            "query_embeddings", config.cache_query_embeddings_bytes_max, _vector_bytes
+        )
+        results_cache: MeteredCache[CacheKey, Ranked] = MeteredCache(
+            "search_results",
+            config.cache_search_results_bytes_max,
+            ranked_size,
+            ttl_s=RESULTS_TTL_S,
+        )
         derived = fresh_derived_state(config.data_dir)
         derived.indexes.append(SearchFrames(search_index))
         builder = Builder(event_log, derived, config.build_policy())
@@ -236,10 +246,13 @@ class Daemon:
 
         def stats_extra() -> dict[str, Any]:
             connections = registry.stats() if registry is not None else {}
-            return {**connections, **builder.stats()}
+            caches = {**search_index.query_cache.stats(), **results_cache.stats()}  # type: ignore[union-attr]
+            return {**connections, **builder.stats(), **caches}
 
         service = Service(config, event_log, projection, writer, stats_extra)
-        service.handlers["search"] = SearchOp(event_log, projection.table, builder, search_index)
+        search_op = SearchOp(event_log, projection.table, builder, search_index, results_cache)
+        builder.on_built = search_op.forget_stale
+        service.handlers["search"] = search_op
         registry = ConnectionRegistry(config, service)
         try:
             prepare_socket_path(config.socket_path)
@@ -302,6 +315,10 @@ class Daemon:
         with contextlib.suppress(FileNotFoundError):
             self.config.socket_path.unlink()
         log.info("stopped cleanly: log synced and closed")
+
+
+def _vector_bytes(vector: Any) -> int:
+    return int(vector.nbytes) + 112  # the array object itself
 
 
 def make_embedder(name: str) -> Embedder:

@@ -55,6 +55,18 @@ class SearchFrames:
         self.index.delete([doc])
 
 
+@dataclass(frozen=True, slots=True)
+class BuildStep:
+    """What one ``build`` changed: the frames it added, and whether it deleted any."""
+
+    frames: list[Frame]
+    deleted: bool
+
+    @property
+    def namespaces(self) -> set[str]:
+        return {frame.namespace for frame in self.frames}
+
+
 @dataclass(slots=True)
 class Unbuildable:
     seq: int
@@ -78,10 +90,11 @@ class DerivedState:
     unbuildable_total: int = 0
     unbuildable: list[Unbuildable] = field(default_factory=list)
 
-    def build(self, entries: Sequence[LogEntry]) -> list[Frame]:
-        """Fold ``entries`` (consecutive, in log order); returns the frames put."""
+    def build(self, entries: Sequence[LogEntry]) -> BuildStep:
+        """Fold ``entries`` (consecutive, in log order); says what changed."""
         frames: list[Frame] = []
         docs: list[int] = []
+        deleted = False
         for entry in entries:
             record = entry.record
             try:
@@ -92,7 +105,7 @@ class DerivedState:
                     docs.append(self._catalog_add(frame))
                     frames.append(frame)
                 elif record.record_type == RecordType.FRAME_DELETE:
-                    self._remove(decode_frame_delete(record.payload))
+                    deleted |= self._remove(decode_frame_delete(record.payload))
             except EventError as exc:
                 self._note_unbuildable(record.seq, str(exc))
         if frames:
@@ -104,7 +117,7 @@ class DerivedState:
             last = entries[-1]
             self.built_seq = last.record.seq
             self.resume_at = last.location
-        return frames
+        return BuildStep(frames, deleted)
 
     def _catalog_add(self, frame: Frame) -> int:
         self.frames_built += 1
@@ -118,11 +131,13 @@ class DerivedState:
             frame.tags,
         )
 
-    def _remove(self, frame_id: str) -> None:
+    def _remove(self, frame_id: str) -> bool:
         doc = self.catalog.remove(frame_id)
-        if doc is not None:
-            for index in self.indexes:
-                index.remove_doc(doc)
+        if doc is None:
+            return False
+        for index in self.indexes:
+            index.remove_doc(doc)
+        return True
 
     def _count_chunk(self, info: ChunkInfo) -> None:
         self.chunks_written += 1

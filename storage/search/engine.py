@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from memoryd.storage.caches import MeteredCache
 from memoryd.storage.search import ranking
 from memoryd.storage.search.arrays import BoolArray, FloatArray, IntArray, mask_at
 from memoryd.storage.search.columns import DocColumns
@@ -82,6 +83,8 @@ class SearchIndex:
         self.inverted = inverted or InvertedIndex()
         self.vectors = vectors or VectorIndex(self.embedder.dim)
         self.columns = columns or DocColumns()
+        # Query embeddings, by query text (ingest batches are never cached).
+        self.query_cache: MeteredCache[str, FloatArray] | None = None
         if self.vectors.dim != self.embedder.dim:
             raise ValueError("vector index and embedder differ in dim")
 
@@ -106,6 +109,15 @@ class SearchIndex:
         return self.inverted.delete(docs)
 
     # ---- queries ------------------------------------------------------------
+
+    def _embed_query(self, query: str) -> FloatArray:
+        cache = self.query_cache
+        vector: FloatArray | None = None if cache is None else cache.get(query)
+        if vector is None:
+            vector = np.asarray(self.embedder.embed([query])[0], dtype=np.float32)
+            if cache is not None:
+                cache.put(query, vector)
+        return vector
 
     def search(
         self,
@@ -132,7 +144,7 @@ class SearchIndex:
         if mode != "semantic":
             kw_docs = self.inverted.search(parsed.terms, depth, mask).docs
         if mode != "keyword":
-            qvec = self.embedder.embed([query])[0]
+            qvec = self._embed_query(query)
             sem_docs = self.vectors.search(qvec, depth, mask).docs
         cand = np.unique(np.concatenate([kw_docs, sem_docs]))
         if w.context_weight > 0 and mode in ("keyword", "hybrid"):
