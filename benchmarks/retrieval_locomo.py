@@ -24,14 +24,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from rank_bm25 import BM25Okapi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import locomo
 
-from memoryd.client import Client
+from memoryd.client import Client, UnavailableError
 
 MODES = ("keyword", "semantic", "hybrid", "classic")
 K = 10
@@ -111,21 +110,19 @@ def store(client: Client, conversation: locomo.Conversation) -> tuple[str, int]:
     return namespace, last_seq
 
 
-def ranked_dia_ids(
-    client: Client, query: str, namespace: str, mode: str, now_ms: int, min_seq: int
-) -> list[str]:
-    result: dict[str, Any] = client.call(
-        "search",
-        {
-            "query": query,
-            "k": K,
-            "mode": mode,
-            "namespace": namespace,
-            "now_ms": now_ms,
-            "min_seq": min_seq,
-        },
-    )
-    return [hit["frame"]["metadata"]["dia_id"] for hit in result["hits"]]
+def wait_built(client: Client, min_seq: int) -> None:
+    """Until the builder has built every stored turn (a model embedder is slow)."""
+    while True:
+        try:
+            client.search("ready", k=1, min_seq=min_seq)
+            return
+        except UnavailableError:
+            continue  # busy: not built within the bounded wait yet
+
+
+def ranked_dia_ids(client: Client, query: str, namespace: str, mode: str, now_ms: int) -> list[str]:
+    result = client.search(query, k=K, mode=mode, namespace=namespace, now_ms=now_ms)
+    return [hit.frame.metadata["dia_id"] for hit in result.hits]
 
 
 def main() -> int:
@@ -142,6 +139,7 @@ def main() -> int:
         with Client(daemon.socket, timeout=120) as client:
             for conversation in conversations:
                 namespace, last_seq = store(client, conversation)
+                wait_built(client, last_seq)
                 texts = [t.text for t in conversation.turns]
                 ids = [t.dia_id for t in conversation.turns]
                 bm25 = BM25Okapi([bm25_tokens(t) for t in texts])
@@ -155,7 +153,7 @@ def main() -> int:
                     )
                     for mode in MODES:
                         ranked = ranked_dia_ids(
-                            client, question.text, namespace, mode, conversation.now_ms, last_seq
+                            client, question.text, namespace, mode, conversation.now_ms
                         )
                         locomo.record(results.setdefault(f"memoryd {mode}", {}), question, ranked)
     finally:

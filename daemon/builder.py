@@ -2,9 +2,9 @@
 
 It reads committed records in log order (never anything uncommitted: the
 writer tells it how far the log is committed) and folds them into
-``DerivedState`` one chunk at a time, on the event loop thread, so that
-search always sees one consistent state and each step is short (at most
-``chunk_frames_max`` frames).
+``DerivedState`` one chunk at a time (at most ``chunk_frames_max`` frames):
+decoding and embedding on its own thread, then applying the result on the
+event loop thread, so that search always sees one consistent state.
 
 When to build (``BuildPolicy``):
 - fewer than ``min_frames`` records wait: build after ``idle_ms`` without
@@ -26,11 +26,12 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from memoryd.storage import EventLog
-from memoryd.storage.derived import BuildStep, DerivedState
+from memoryd.storage import EventLog, RecordLocation
+from memoryd.storage.derived import BuildStep, DerivedState, Prepared
 
 log = logging.getLogger("memoryd.builder")
 
@@ -72,6 +73,7 @@ class Builder:
         self._committed_seq = event_log.last_seq
         self._wake = asyncio.Event()
         self._stopping = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memoryd-build")
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.steps = 0
         self.failures = 0
@@ -127,7 +129,7 @@ class Builder:
                 continue
             await self._gather(lag)
             try:
-                self._step()
+                await self._step()
             except Exception as exc:  # a bug or an I/O error must not end the builder
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -155,20 +157,29 @@ class Builder:
             except TimeoutError:
                 return
 
-    def _step(self) -> None:
+    async def _step(self) -> None:
+        """Read and prepare the next chunk's records on the builder thread (decoding
+        and embedding are the slow part), then apply them here, on the loop thread,
+        where searches run, so that a search never sees half a chunk."""
         derived = self.derived
-        entries = list(
-            itertools.islice(
-                self._log.read_from(derived.built_seq + 1, derived.resume_at),
-                self._policy.chunk_frames_max,
-            )
+        built_seq, resume_at = derived.built_seq, derived.resume_at
+        prepared = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._read_and_prepare, built_seq, resume_at
         )
-        if entries:
-            step = derived.build(entries)
+        if prepared.entries:
+            step = derived.apply(prepared)
             if self.on_built is not None:
                 self.on_built(step)
         self.steps += 1
         self.last_progress_monotonic = time.monotonic()
+
+    def _read_and_prepare(self, built_seq: int, resume_at: RecordLocation | None) -> Prepared:
+        entries = list(
+            itertools.islice(
+                self._log.read_from(built_seq + 1, resume_at), self._policy.chunk_frames_max
+            )
+        )
+        return self.derived.prepare(entries)
 
     def _release_waiters(self) -> None:
         built = self.derived.built_seq
@@ -180,6 +191,10 @@ class Builder:
         """Finish building what is committed, then return from ``run``."""
         self._stopping = True
         self._wake.set()
+
+    def close(self) -> None:
+        """Release the builder thread (after ``run`` has returned or been cancelled)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -346,3 +346,6 @@ async def _stop_builder(builder: Builder, task: asyncio.Task[None]) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    finally:
+        # Waits for a prepare step already running on the builder thread (one chunk).
+        builder.close()

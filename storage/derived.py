@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from memoryd.storage.catalog import Catalog
 from memoryd.storage.chunks import ChunkInfo, write_chunk
 from memoryd.storage.events import EventError, Frame, decode_frame_delete, decode_frame_put
@@ -29,30 +31,64 @@ UNBUILDABLE_KEPT_MAX = 100  # how many unbuildable records are remembered for st
 
 
 class FrameIndex(Protocol):
-    """What a search index offers the builder."""
+    """What a search index offers the builder.
 
-    def add_frames(self, docs: Sequence[int], frames: Sequence[Frame]) -> None: ...
+    ``prepare`` does the expensive, stateless part (embedding) and may run on
+    any thread; ``add_frames`` and ``remove_doc`` change the index and run
+    only where searches run.
+    """
+
+    def prepare(self, frames: Sequence[Frame]) -> object: ...
+
+    def add_frames(
+        self, docs: Sequence[int], frames: Sequence[Frame], prepared: object
+    ) -> None: ...
 
     def remove_doc(self, doc: int) -> None: ...
 
 
 class SearchFrames:
-    """Feeds frames to a SearchIndex: their text, time, importance and kind."""
+    """Feeds frames to a SearchIndex: their text, time, importance, kind and embedding."""
 
     def __init__(self, index: SearchIndex) -> None:
         self.index = index
 
-    def add_frames(self, docs: Sequence[int], frames: Sequence[Frame]) -> None:
+    def prepare(self, frames: Sequence[Frame]) -> object:
+        return self.index.embedder.embed([frame.content for frame in frames])
+
+    def add_frames(self, docs: Sequence[int], frames: Sequence[Frame], prepared: object) -> None:
+        assert isinstance(prepared, np.ndarray) and len(prepared) == len(frames)
         self.index.add_batch(
             docs,
             [frame.content for frame in frames],
             [frame.timestamp_ms for frame in frames],
             [frame.importance for frame in frames],
             [frame.kind for frame in frames],
+            vectors=prepared,
         )
 
     def remove_doc(self, doc: int) -> None:
         self.index.delete([doc])
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEvent:
+    """One decoded record of a run: a put (frame), a delete (target id), or neither."""
+
+    seq: int
+    frame: Frame | None = None
+    delete_id: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A run of records decoded, with each index's expensive work done, ready to apply."""
+
+    entries: Sequence[LogEntry]
+    events: list[PreparedEvent]
+    frames: list[Frame]  # every put of the run, in order
+    per_index: list[object]  # each index's ``prepare`` of ``frames``
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,32 +128,64 @@ class DerivedState:
 
     def build(self, entries: Sequence[LogEntry]) -> BuildStep:
         """Fold ``entries`` (consecutive, in log order); says what changed."""
-        frames: list[Frame] = []
-        docs: list[int] = []
-        deleted = False
+        return self.apply(self.prepare(entries))
+
+    def prepare(self, entries: Sequence[LogEntry]) -> Prepared:
+        """Decode ``entries`` and do each index's expensive part.
+
+        Reads no mutable state, so it may run on another thread while searches
+        run; ``apply`` must then be called where searches run.
+        """
+        events: list[PreparedEvent] = []
         for entry in entries:
             record = entry.record
             try:
                 if record.record_type == RecordType.FRAME_PUT:
                     frame = decode_frame_put(record.payload, record.seq, record.timestamp_ms)
-                    if frame.id in self.catalog.doc_of:
-                        continue  # a duplicate put that the writer let through: already built
-                    docs.append(self._catalog_add(frame))
-                    frames.append(frame)
+                    events.append(PreparedEvent(record.seq, frame=frame))
                 elif record.record_type == RecordType.FRAME_DELETE:
-                    deleted |= self._remove(decode_frame_delete(record.payload))
+                    target = decode_frame_delete(record.payload)
+                    events.append(PreparedEvent(record.seq, delete_id=target))
             except EventError as exc:
-                self._note_unbuildable(record.seq, str(exc))
-        if frames:
-            info = write_chunk(self.chunks_dir, frames)
-            self._count_chunk(info)
+                events.append(PreparedEvent(record.seq, error=str(exc)))
+        frames = [event.frame for event in events if event.frame is not None]
+        per_index = [index.prepare(frames) for index in self.indexes] if frames else []
+        return Prepared(entries, events, frames, per_index)
+
+    def apply(self, prepared: Prepared) -> BuildStep:
+        """Fold a prepared run into the catalog, a chunk and the indexes."""
+        added: list[Frame] = []
+        docs: list[int] = []
+        positions: list[int] = []  # of each added frame within prepared.frames
+        removed: list[int] = []
+        put_position = -1
+        for event in prepared.events:
+            if event.frame is not None:
+                put_position += 1
+                if event.frame.id in self.catalog.doc_of:
+                    continue  # a duplicate put that the writer let through: already built
+                docs.append(self._catalog_add(event.frame))
+                added.append(event.frame)
+                positions.append(put_position)
+            elif event.delete_id is not None:
+                doc = self.catalog.remove(event.delete_id)
+                if doc is not None:
+                    removed.append(doc)
+            elif event.error is not None:
+                self._note_unbuildable(event.seq, event.error)
+        if added:
+            self._count_chunk(write_chunk(self.chunks_dir, added))
+            for index, work in zip(self.indexes, prepared.per_index, strict=True):
+                index.add_frames(docs, added, _select(work, positions, len(prepared.frames)))
+        # After the additions: a frame put and deleted in one run leaves no trace.
+        for doc in removed:
             for index in self.indexes:
-                index.add_frames(docs, frames)
-        if entries:
-            last = entries[-1]
+                index.remove_doc(doc)
+        if prepared.entries:
+            last = prepared.entries[-1]
             self.built_seq = last.record.seq
             self.resume_at = last.location
-        return BuildStep(frames, deleted)
+        return BuildStep(added, bool(removed))
 
     def _catalog_add(self, frame: Frame) -> int:
         self.frames_built += 1
@@ -130,14 +198,6 @@ class DerivedState:
             frame.kind,
             frame.tags,
         )
-
-    def _remove(self, frame_id: str) -> bool:
-        doc = self.catalog.remove(frame_id)
-        if doc is None:
-            return False
-        for index in self.indexes:
-            index.remove_doc(doc)
-        return True
 
     def _count_chunk(self, info: ChunkInfo) -> None:
         self.chunks_written += 1
@@ -161,3 +221,10 @@ class DerivedState:
             "catalog_bytes": self.catalog.memory_bytes(),
             "unbuildable_records": self.unbuildable_total,
         }
+
+
+def _select(work: object, positions: list[int], total: int) -> object:
+    """The rows of an index's prepared work that belong to the frames actually added."""
+    if len(positions) == total or not isinstance(work, np.ndarray):
+        return work
+    return work[positions]

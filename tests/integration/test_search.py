@@ -163,7 +163,9 @@ def test_rebuilt_state_answers_every_query_identically(tmp_path: Path, socket_di
     try:
         with Client(socket_path) as c:
             seq = store(c)
-            c.delete(c.search("lake sunrise", k=1, min_seq=seq).hits[0].frame.id)
+            deleted = c.delete(c.search("lake sunrise", k=1, min_seq=seq).hits[0].frame.id)
+            assert deleted.seq is not None
+            seq = deleted.seq  # rankings must see the delete built, as a restart does
             before = {
                 (q, mode): [
                     (h.frame.id, round(h.score, 6))
