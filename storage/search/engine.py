@@ -254,9 +254,16 @@ class SearchIndex:
         out = np.zeros(cand.shape[0], dtype=np.float32)
         if text_of is None or not parsed.phrases:
             return out
-        words_of = self.inverted.tokenizer.words
-        for i, d in enumerate(cand.tolist()):
-            words = words_of(text_of(int(d)))
+        # A doc can hold a phrase only if it holds every term of it: the postings say
+        # which candidates do, so only those are read back and checked word by word.
+        tokenizer = self.inverted.tokenizer
+        maybe = np.zeros(cand.shape[0], dtype=bool)
+        for phrase in parsed.phrases:
+            terms = [t for t in map(tokenizer.term_of_word, phrase) if t]
+            holders = self.inverted.docs_with_all(terms) if terms else cand
+            maybe |= np.isin(cand, holders)
+        for i in np.flatnonzero(maybe).tolist():
+            words = tokenizer.words(text_of(int(cand[i])))
             if any(contains_phrase(words, p) for p in parsed.phrases):
                 out[i] = 1.0
         return out
