@@ -162,7 +162,7 @@ def memoryd_frames(batch: corpus.FrameBatch) -> list[dict[str, Any]]:
 
 
 def steady_searchable(client_socket: Path) -> list[float]:
-    """Puts at STEADY_PUTS_PER_S; every 10th is awaited by a search (min_seq) from another client."""
+    """Puts at STEADY_PUTS_PER_S; a search from another client awaits every 10th (min_seq)."""
     acked: list[tuple[int, float]] = []
     lock = threading.Condition()
     done = threading.Event()
@@ -263,8 +263,8 @@ def bench_sqlite(size: int, queries: dict[str, list[list[str]]], root: Path) -> 
         db.executemany("INSERT INTO frames(content) VALUES (?)", [(t,) for t in batch.texts])
         db.execute("COMMIT")
     out["build s"] = time.perf_counter() - started
+    sql = "SELECT rowid FROM frames WHERE frames MATCH ? ORDER BY bm25(frames) LIMIT 10"
     for mode, joiner in (("OR", " OR "), ("AND", " AND ")):
-        sql = "SELECT rowid FROM frames WHERE frames MATCH ? ORDER BY bm25(frames) LIMIT 10"
         for name, qs in queries.items():
             out[f"keyword {name} {mode}"] = percentiles_ms(
                 timed_each(lambda w, j=joiner: db.execute(sql, (j.join(w),)).fetchall(), qs)
