@@ -1,11 +1,20 @@
-"""The commit writer: the one task that appends to the log (group commit).
+"""The commit writer: the one thread that appends to the log (group commit).
 
-Handlers ``submit`` events; the writer takes everything pending at once,
-appends it with one write and one fsync on its own thread (so the event loop
-keeps reading requests meanwhile, which become the next group), then, on the
-loop thread and in log order, runs each submission's ``apply`` (the
-projection) and resolves its future.  A put is therefore acknowledged only
-after its record is durable and visible to reads.
+Handlers ``submit`` events on the event loop.  The writer's thread takes
+everything submitted so far (up to ``batch_events_max`` events), appends it
+with one write and one fsync, and hands the outcome back to the loop with one
+``call_soon_threadsafe``; there, in log order, each submission's ``apply``
+(the projection) runs and its future resolves.  A put is therefore
+acknowledged only after its record is durable and visible to reads, and the
+loop never waits for the disk: while one group is synced, it keeps reading
+requests, which become the next group.
+
+A thread of its own, fed by a queue (aiosqlite's single worker), rather than
+``run_in_executor`` from a task: a queue put to wake it and one
+``call_soon_threadsafe`` to answer cost half an executor round trip (future
+wrapping, a task wake-up), which is most of a lone put's overhead beyond the
+fsync; and the thread starts on the next group as soon as a sync returns,
+while the loop is still applying the group before.
 
 If the append fails (a full disk, an I/O error) the log has already undone
 the partial write; every submission in that group fails with ``disk_full``
@@ -18,11 +27,10 @@ import asyncio
 import contextlib
 import errno
 import logging
-from collections import deque
+import queue
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
 
 from memoryd.client import errors
 from memoryd.client.errors import MemorydError
@@ -32,7 +40,6 @@ log = logging.getLogger("memoryd.writer")
 
 Event = tuple[int, int, bytes]  # (record_type, timestamp_ms, payload)
 ApplyFn = Callable[[Sequence[AppendedRecord]], object]
-T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -40,6 +47,8 @@ class Submission:
     events: list[Event]
     apply: ApplyFn
     future: asyncio.Future[object]
+    # Called on the loop when the events could not be committed, before the future fails.
+    on_failure: Callable[[], None] | None = None
 
 
 class CommitWriter:
@@ -57,17 +66,18 @@ class CommitWriter:
         self._log = event_log
         # Told the last committed seq after every group (the builder follows it).
         self._on_committed = on_committed
-        self._queue: deque[Submission] = deque()
-        self._queued_events = 0
+        # Submissions for the thread, then None once stopping.  Unbounded as a
+        # queue, bounded by ``submit``'s count of events not yet finished.
+        self._queue: queue.SimpleQueue[Submission | None] = queue.SimpleQueue()
+        self._queued_events = 0  # submitted and not yet committed or failed (loop thread)
         self._queue_events_max = queue_events_max
         self._batch_events_max = batch_events_max
+        # Relaxed mode: the thread syncs when it has been idle this long after a commit.
         self._relaxed_sync_interval_s = (
             relaxed_sync_interval_ms / 1000 if relaxed_sync_interval_ms else None
         )
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memoryd-log")
-        self._wake = asyncio.Event()
+        self._thread: threading.Thread | None = None
         self._accepting = True
-        self._unsynced = False
         self.commits = 0
         self.events_committed = 0
         self.commit_failures = 0
@@ -76,11 +86,17 @@ class CommitWriter:
     def queued_events(self) -> int:
         return self._queued_events
 
-    def submit(self, events: list[Event], apply: ApplyFn) -> asyncio.Future[object]:
+    def submit(
+        self,
+        events: list[Event],
+        apply: ApplyFn,
+        on_failure: Callable[[], None] | None = None,
+    ) -> asyncio.Future[object]:
         """Queue events to commit together.
 
         The returned future resolves to ``apply``'s return value once the
-        events are durable and applied, or fails with MemorydError.
+        events are durable and applied, or fails with MemorydError (after
+        ``on_failure`` has run, when given).
         """
         if not self._accepting:
             raise MemorydError(errors.SHUTTING_DOWN, "memoryd is shutting down")
@@ -90,72 +106,114 @@ class CommitWriter:
                 f"commit queue is full (commit_queue_events_max={self._queue_events_max})",
             )
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self._queue.append(Submission(events, apply, future))
         self._queued_events += len(events)
-        self._wake.set()
+        self._queue.put(Submission(events, apply, future, on_failure))
         return future
 
     async def run(self) -> None:
-        """Commit groups until ``stop`` is called and the queue is empty."""
-        sync_task = (
-            asyncio.create_task(self._relaxed_sync_loop(), name="memoryd-relaxed-sync")
-            if self._relaxed_sync_interval_s
-            else None
+        """Commit groups on the writer's thread until ``stop`` is called and all is committed."""
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+        self._thread = threading.Thread(
+            target=self._work, args=(loop, finished), name="memoryd-log", daemon=True
         )
+        self._thread.start()
         try:
-            while True:
-                if not self._queue:
-                    if not self._accepting:
-                        break
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                await self._commit(self._take_group())
-        finally:
-            if sync_task is not None:
-                sync_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sync_task
-            await self._in_thread(self._log.sync)
+            await asyncio.shield(finished)
+        except asyncio.CancelledError:
+            # Never leave the thread appending behind our back: whoever cancelled us
+            # may close the log next.  It commits what is queued, then ends.
+            self.close()
+            raise
 
     def stop(self) -> None:
         """Refuse new submissions; ``run`` returns after committing what is queued."""
-        self._accepting = False
-        self._wake.set()
+        if self._accepting:
+            self._accepting = False
+            self._queue.put(None)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        """Stop, and wait for the thread to commit what is queued and end."""
+        self.stop()
+        if self._thread is not None:
+            self._thread.join()
 
-    def _take_group(self) -> list[Submission]:
-        group = [self._queue.popleft()]
-        size = len(group[0].events)
-        while self._queue and size + len(self._queue[0].events) <= self._batch_events_max:
-            submission = self._queue.popleft()
-            size += len(submission.events)
-            group.append(submission)
-        self._queued_events -= size
-        return group
+    # -- the writer's thread ----------------------------------------------------------
 
-    async def _commit(self, group: list[Submission]) -> None:
-        events = [event for submission in group for event in submission.events]
+    def _work(self, loop: asyncio.AbstractEventLoop, finished: asyncio.Future[None]) -> None:
+        """The thread: append group after group, then sync once stopped."""
+        outcome: BaseException | None = None
         try:
-            appended = await self._in_thread(self._log.append, events)
-        except OSError as exc:
-            self.commit_failures += 1
-            failure = _storage_failure(exc)
-            log.error("commit of %d events failed: %s", len(events), failure.message)
-            for submission in group:
-                if not submission.future.done():
-                    submission.future.set_exception(failure)
+            carry: Submission | None = None
+            stopping = False
+            while not stopping:
+                first = carry if carry is not None else self._wait_first()
+                if first is None:
+                    break
+                group, carry, stopping = self._gather(first)
+                try:
+                    result: list[AppendedRecord] | Exception = self._log.append(
+                        [event for submission in group for event in submission.events]
+                    )
+                except Exception as exc:  # the log undid the append: fail this group only
+                    result = exc
+                loop.call_soon_threadsafe(self._finish_group, group, result)
+            self._log.sync()
+        except BaseException as exc:  # reported through ``run``, never lost with the thread
+            outcome = exc
+        with contextlib.suppress(RuntimeError):  # the loop is already closed: nobody waits
+            loop.call_soon_threadsafe(_settle, finished, outcome)
+
+    def _wait_first(self) -> Submission | None:
+        """The next submission; in relaxed mode, sync the log whenever the queue stays idle."""
+        if self._relaxed_sync_interval_s is None:
+            return self._queue.get()
+        while True:
+            try:
+                return self._queue.get(timeout=self._relaxed_sync_interval_s)
+            except queue.Empty:
+                try:
+                    self._log.sync()  # does nothing when nothing is unsynced
+                except OSError as exc:
+                    log.error("relaxed-mode sync failed: %s", exc)
+
+    def _gather(self, first: Submission) -> tuple[list[Submission], Submission | None, bool]:
+        """A group: ``first`` and whatever else is queued, up to batch_events_max events.
+
+        Returns the group, a submission taken that did not fit (the next
+        group's first), and whether the stop marker was reached.
+        """
+        group = [first]
+        size = len(first.events)
+        while True:
+            try:
+                submission = self._queue.get_nowait()
+            except queue.Empty:
+                return group, None, False
+            if submission is None:
+                return group, None, True
+            if size + len(submission.events) > self._batch_events_max:
+                return group, submission, False
+            group.append(submission)
+            size += len(submission.events)
+
+    # -- back on the loop ---------------------------------------------------------------
+
+    def _finish_group(
+        self, group: list[Submission], result: list[AppendedRecord] | Exception
+    ) -> None:
+        """Apply a committed group in log order and resolve its futures (or fail them all)."""
+        self._queued_events -= sum(len(submission.events) for submission in group)
+        if isinstance(result, Exception):
+            self._fail_group(group, result)
             return
         self.commits += 1
-        self.events_committed += len(events)
-        self._unsynced = self._relaxed_sync_interval_s is not None
+        self.events_committed += len(result)
         start = 0
         for submission in group:
             end = start + len(submission.events)
             try:
-                result = submission.apply(appended[start:end])
+                value = submission.apply(result[start:end])
             except Exception as exc:  # a projection bug must not take the writer down
                 log.exception("applying committed events %d-%d failed", start, end)
                 if not submission.future.done():
@@ -164,24 +222,34 @@ class CommitWriter:
                     )
             else:
                 if not submission.future.done():
-                    submission.future.set_result(result)
+                    submission.future.set_result(value)
             start = end
-        if self._on_committed is not None and appended:
-            self._on_committed(appended[-1].seq)
+        if self._on_committed is not None and result:
+            self._on_committed(result[-1].seq)
 
-    async def _relaxed_sync_loop(self) -> None:
-        assert self._relaxed_sync_interval_s is not None
-        while True:
-            await asyncio.sleep(self._relaxed_sync_interval_s)
-            if self._unsynced:
-                self._unsynced = False
-                try:
-                    await self._in_thread(self._log.sync)
-                except OSError as exc:
-                    log.error("relaxed-mode sync failed: %s", exc)
+    def _fail_group(self, group: list[Submission], exc: Exception) -> None:
+        self.commit_failures += 1
+        events = sum(len(submission.events) for submission in group)
+        if isinstance(exc, OSError):
+            failure = _storage_failure(exc)
+            log.error("commit of %d events failed: %s", events, failure.message)
+        else:  # a bug (say, an event the record format refuses): nothing was written
+            failure = MemorydError(errors.INTERNAL, f"not committed: {type(exc).__name__}")
+            log.error("commit of %d events failed", events, exc_info=exc)
+        for submission in group:
+            if submission.on_failure is not None:
+                submission.on_failure()
+            if not submission.future.done():
+                submission.future.set_exception(failure)
 
-    async def _in_thread(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+def _settle(future: asyncio.Future[None], outcome: BaseException | None) -> None:
+    if future.done():
+        return
+    if outcome is None:
+        future.set_result(None)
+    else:
+        future.set_exception(outcome)
 
 
 def _storage_failure(exc: OSError) -> MemorydError:

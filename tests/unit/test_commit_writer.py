@@ -1,0 +1,237 @@
+"""The commit writer: group commit on its own thread, failures, bounds, stop, relaxed syncs."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from memoryd.client import errors
+from memoryd.client.errors import MemorydError
+from memoryd.daemon.writer import CommitWriter, Event
+from memoryd.storage import AppendedRecord, FileLog
+from memoryd.storage.record import RecordType
+
+PUT = int(RecordType.FRAME_PUT)
+
+
+class GatedLog:
+    """A FileLog whose appends wait for a gate, and may be told to fail."""
+
+    def __init__(self, log: FileLog) -> None:
+        self.log = log
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_with: Exception | None = None
+        self.appends: list[int] = []  # events per append
+        self.syncs = 0
+        self.threads: set[str] = set()
+
+    @property
+    def last_seq(self) -> int:
+        return self.log.last_seq
+
+    def append(self, events: Sequence[Event]) -> list[AppendedRecord]:
+        self.threads.add(threading.current_thread().name)
+        self.gate.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.appends.append(len(events))
+        return self.log.append(events)
+
+    def sync(self) -> None:
+        self.syncs += 1
+        self.log.sync()
+
+
+@pytest.fixture
+def gated(tmp_path: Path) -> Iterator[GatedLog]:
+    log, _report = FileLog.open(tmp_path / "log")
+    yield GatedLog(log)
+    log.close()
+
+
+def make_writer(log: GatedLog, **overrides: int | None) -> CommitWriter:
+    settings: dict[str, int | None] = {
+        "queue_events_max": 100,
+        "batch_events_max": 10,
+        "relaxed_sync_interval_ms": None,
+    }
+    settings.update(overrides)
+    return CommitWriter(log, **settings)  # type: ignore[arg-type]
+
+
+def events(count: int, tag: str = "x") -> list[Event]:
+    return [(PUT, 1_000 + i, f'{{"id":"{tag}{i}"}}'.encode()) for i in range(count)]
+
+
+def seqs(appended: Sequence[AppendedRecord]) -> list[int]:
+    return [record.seq for record in appended]
+
+
+async def stop(writer: CommitWriter, task: asyncio.Task[None]) -> None:
+    writer.stop()
+    await task
+    writer.close()
+
+
+async def test_submissions_queued_together_share_one_append_in_order(gated: GatedLog) -> None:
+    writer = make_writer(gated)
+    task = asyncio.create_task(writer.run())
+    gated.gate.clear()  # the first append waits: the rest queue up behind it
+    first = writer.submit(events(1, "a"), seqs)
+    await asyncio.sleep(0.05)
+    applied_on: list[str] = []
+
+    def apply(appended: Sequence[AppendedRecord]) -> list[int]:
+        applied_on.append(threading.current_thread().name)
+        return seqs(appended)
+
+    later = [writer.submit(events(2, f"b{i}"), apply) for i in range(3)]
+    assert writer.queued_events == 7
+    gated.gate.set()
+    assert await first == [1]
+    assert [await future for future in later] == [[2, 3], [4, 5], [6, 7]]
+    assert gated.appends == [1, 6]  # group commit: one append for the three
+    assert gated.threads == {"memoryd-log"}
+    assert applied_on == [threading.current_thread().name] * 3  # apply runs on the loop
+    assert (writer.commits, writer.events_committed, writer.queued_events) == (2, 7, 0)
+    await stop(writer, task)
+
+
+async def test_a_group_stops_at_batch_events_max(gated: GatedLog) -> None:
+    writer = make_writer(gated, batch_events_max=4)
+    task = asyncio.create_task(writer.run())
+    gated.gate.clear()
+    futures = [writer.submit(events(3, f"s{i}"), seqs) for i in range(3)]
+    await asyncio.sleep(0.05)
+    gated.gate.set()
+    assert [await future for future in futures] == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert gated.appends == [3, 3, 3]  # 3 + 3 > 4: never two in one group
+    await stop(writer, task)
+
+
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), errors.DISK_FULL),
+        (OSError(errno.EIO, "Input/output error"), errors.STORAGE_ERROR),
+        (ValueError("a bug"), errors.INTERNAL),
+    ],
+)
+async def test_a_failed_append_fails_its_group_and_the_writer_carries_on(
+    gated: GatedLog, failure: Exception, code: str
+) -> None:
+    writer = make_writer(gated)
+    task = asyncio.create_task(writer.run())
+    gated.fail_with = failure
+    forgotten: list[str] = []
+    futures = [
+        writer.submit(events(1, name), seqs, lambda name=name: forgotten.append(name))  # type: ignore[misc]
+        for name in ("a", "b")
+    ]
+    for future in futures:
+        with pytest.raises(MemorydError) as caught:
+            await future
+        assert caught.value.code == code
+    assert sorted(forgotten) == ["a", "b"]  # on_failure ran for each, before the future failed
+    assert writer.commit_failures >= 1
+    assert writer.queued_events == 0
+    gated.fail_with = None
+    assert await writer.submit(events(1, "c"), seqs) == [1]  # the log is as before the failure
+    await stop(writer, task)
+
+
+async def test_a_failing_apply_answers_internal_and_the_rest_of_the_group_is_applied(
+    gated: GatedLog,
+) -> None:
+    writer = make_writer(gated)
+    task = asyncio.create_task(writer.run())
+    gated.gate.clear()
+
+    def broken(appended: Sequence[AppendedRecord]) -> None:
+        raise RuntimeError("projection bug")
+
+    bad = writer.submit(events(1, "a"), broken)
+    good = writer.submit(events(1, "b"), seqs)
+    gated.gate.set()
+    with pytest.raises(MemorydError) as caught:
+        await bad
+    assert caught.value.code == errors.INTERNAL
+    assert await good == [2]
+    await stop(writer, task)
+
+
+async def test_submit_is_bounded_by_queue_events_max(gated: GatedLog) -> None:
+    writer = make_writer(gated, queue_events_max=5, batch_events_max=5)
+    task = asyncio.create_task(writer.run())
+    gated.gate.clear()
+    held = writer.submit(events(4, "a"), seqs)
+    with pytest.raises(MemorydError) as caught:
+        writer.submit(events(2, "b"), seqs)
+    assert caught.value.code == errors.BUSY
+    assert "commit_queue_events_max=5" in caught.value.message
+    gated.gate.set()
+    assert await held == [1, 2, 3, 4]
+    assert await writer.submit(events(5, "c"), seqs) == [5, 6, 7, 8, 9]  # room again
+    await stop(writer, task)
+
+
+async def test_stop_commits_what_is_queued_then_refuses(gated: GatedLog) -> None:
+    writer = make_writer(gated)
+    task = asyncio.create_task(writer.run())
+    gated.gate.clear()
+    futures = [writer.submit(events(1, f"q{i}"), seqs) for i in range(3)]
+    writer.stop()
+    with pytest.raises(MemorydError) as caught:
+        writer.submit(events(1, "late"), seqs)
+    assert caught.value.code == errors.SHUTTING_DOWN
+    gated.gate.set()
+    await task
+    assert [await future for future in futures] == [[1], [2], [3]]
+    assert gated.syncs == 1  # the final sync
+    writer.close()
+    assert gated.log.last_seq == 3
+
+
+async def test_cancelling_run_leaves_no_append_behind(gated: GatedLog) -> None:
+    writer = make_writer(gated)
+    task = asyncio.create_task(writer.run())
+    gated.gate.clear()
+    writer.submit(events(2, "a"), seqs)
+    await asyncio.sleep(0.05)
+    opener = threading.Timer(0.05, gated.gate.set)  # not the loop's: run() blocks it to join
+    opener.start()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # run() joined the thread: the append is over, the log may be closed now.
+    assert gated.log.last_seq == 2
+    assert gated.syncs == 1
+    opener.join()
+
+
+async def test_relaxed_mode_syncs_once_the_queue_stays_idle(tmp_path: Path) -> None:
+    from memoryd.storage import Durability
+
+    log, _report = FileLog.open(
+        tmp_path / "log", durability=Durability.RELAXED, relaxed_sync_interval_ms=60_000
+    )
+    gated = GatedLog(log)
+    writer = make_writer(gated, relaxed_sync_interval_ms=20)
+    task = asyncio.create_task(writer.run())
+    await writer.submit(events(1), seqs)
+    assert log.stats()["syncs"] == 0  # acknowledged after the write only
+    await wait_for(lambda: log.stats()["syncs"] == 1, timeout_s=2.0)
+    await stop(writer, task)
+    log.close()
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.005)
