@@ -20,7 +20,6 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -42,8 +41,11 @@ SEGMENT_BYTES_MAX_DEFAULT = 64 * 1024 * 1024
 RELAXED_SYNC_INTERVAL_MS_DEFAULT = 50
 
 
-@dataclass(frozen=True, slots=True)
-class RecordLocation:
+# These three are named tuples rather than frozen dataclasses: as immutable, but
+# made in under half the time, and ``append`` and replay make one per record.
+
+
+class RecordLocation(NamedTuple):
     """Where a record's bytes are: segment (its first seq, i.e. its name), offset, length."""
 
     segment: int
@@ -51,17 +53,21 @@ class RecordLocation:
     length: int
 
 
-@dataclass(frozen=True, slots=True)
-class AppendedRecord:
-    """A record that ``append`` committed."""
+class AppendedRecord(NamedTuple):
+    """A record that ``append`` committed, and where it is (flat: one object per record)."""
 
     seq: int
     timestamp_ms: int
-    location: RecordLocation
+    segment: int
+    offset: int
+    length: int
+
+    @property
+    def location(self) -> RecordLocation:
+        return RecordLocation(self.segment, self.offset, self.length)
 
 
-@dataclass(frozen=True, slots=True)
-class LogEntry:
+class LogEntry(NamedTuple):
     """A record read back from the log, and where it is."""
 
     record: Record
@@ -305,7 +311,6 @@ class FileLog:
         encode = encode_record
         sha256 = hashlib.sha256
         appended_record = AppendedRecord
-        record_location = RecordLocation
         bytes_max = self._segment_bytes_max
         seq = self._last_seq
         prev_hash = self._last_hash
@@ -332,9 +337,7 @@ class FileLog:
                 segment = seq
                 offset = 0
             chunks.append(raw)
-            appended.append(
-                appended_record(seq, timestamp_ms, record_location(segment, offset, length))
-            )
+            appended.append(appended_record(seq, timestamp_ms, segment, offset, length))
             offset += length
             prev_hash = sha256(raw).digest()
         run.end = offset

@@ -18,7 +18,7 @@ from memoryd.storage.events import (
     decode_frame_put,
 )
 from memoryd.storage.frame_table import SEQ_SPACE, FrameSlot, FrameTable
-from memoryd.storage.log import EventLog, LogEntry, RecordLocation
+from memoryd.storage.log import AppendedRecord, EventLog, LogEntry, RecordLocation
 from memoryd.storage.record import RecordType
 
 
@@ -40,7 +40,7 @@ class Projection:
     last_seq: int = 0
     unreadable: list[UnreadableRecord] = field(default_factory=list)
 
-    def apply_put(self, frame: Frame, location: RecordLocation) -> bool:
+    def apply_put(self, frame: Frame, location: RecordLocation | AppendedRecord) -> bool:
         """Fold a committed FRAME_PUT.  Returns False when the id was already live."""
         self._advance(frame.seq)
         return self.table.apply_put(
