@@ -9,8 +9,7 @@ numbers).  Nothing is ever truncated to fit.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -31,9 +30,12 @@ def limit_exceeded(name: str, limit: int, got: int, what: str) -> MemorydError:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class FrameInput:
-    """A validated put: everything but the id, sequence number and (maybe) time."""
+class FrameInput(NamedTuple):
+    """A validated put: everything but the id, sequence number and (maybe) time.
+
+    A named tuple: immutable, and made in a quarter of a frozen dataclass's time
+    (one per frame of every put).
+    """
 
     content: str
     namespace: str
@@ -160,6 +162,9 @@ def _tags(args: dict[str, Any]) -> list[str]:
 
 def _importance(args: dict[str, Any]) -> float:
     value = args.get("importance", protocol.DEFAULT_IMPORTANCE)
+    # The usual case first: a float in range (NaN and infinities fail the comparison).
+    if type(value) is float and 0.0 <= value <= 1.0:
+        return value
     if value is None:
         return protocol.DEFAULT_IMPORTANCE
     if not isinstance(value, int | float) or isinstance(value, bool):
@@ -198,35 +203,37 @@ def frame_input(args: dict[str, Any]) -> FrameInput:
     if not _PUT_FIELDS.issuperset(args):
         unknown = set(args) - _PUT_FIELDS
         raise bad_request(f"unknown field(s): {', '.join(sorted(unknown))}")
+    # Checked in this order (the first bad field is the one reported), then built
+    # positionally: keyword arguments cost a named tuple twice the time.
     content = _string(
         args, "content", None, "content_bytes_max", protocol.CONTENT_BYTES_MAX, empty_ok=False
     )
+    namespace = _string(
+        args,
+        "namespace",
+        protocol.DEFAULT_NAMESPACE,
+        "namespace_bytes_max",
+        protocol.NAMESPACE_BYTES_MAX,
+        empty_ok=False,
+    )
+    kind = _string(
+        args,
+        "kind",
+        protocol.DEFAULT_KIND,
+        "kind_bytes_max",
+        protocol.KIND_BYTES_MAX,
+        empty_ok=False,
+    )
+    tags = _tags(args)
+    importance = _importance(args)
+    metadata = _metadata(args)
+    private = _private(args)
+    source = _string(
+        args, "source", "", "source_bytes_max", protocol.SOURCE_BYTES_MAX, empty_ok=True
+    )
+    timestamp_ms = optional_timestamp(args, "timestamp_ms")
     return FrameInput(
-        content=content,
-        namespace=_string(
-            args,
-            "namespace",
-            protocol.DEFAULT_NAMESPACE,
-            "namespace_bytes_max",
-            protocol.NAMESPACE_BYTES_MAX,
-            empty_ok=False,
-        ),
-        kind=_string(
-            args,
-            "kind",
-            protocol.DEFAULT_KIND,
-            "kind_bytes_max",
-            protocol.KIND_BYTES_MAX,
-            empty_ok=False,
-        ),
-        tags=_tags(args),
-        importance=_importance(args),
-        metadata=_metadata(args),
-        private=_private(args),
-        source=_string(
-            args, "source", "", "source_bytes_max", protocol.SOURCE_BYTES_MAX, empty_ok=True
-        ),
-        timestamp_ms=optional_timestamp(args, "timestamp_ms"),
+        content, namespace, kind, tags, importance, metadata, private, source, timestamp_ms
     )
 
 
