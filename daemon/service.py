@@ -32,6 +32,8 @@ VERSION = "0.1.0"
 Result = dict[str, Any] | asyncio.Future[Any]
 Handler = Callable[[dict[str, Any]], Result]
 
+_FRAME_PUT = int(RecordType.FRAME_PUT)
+
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -86,8 +88,9 @@ class Service:
         self._stats_extra = stats_extra
         self._started = time.monotonic()
         # Puts accepted but not yet committed, by id: a second put of the same
-        # content waits for the first instead of writing a duplicate.
-        self._in_flight: dict[str, asyncio.Future[Any]] = {}
+        # content waits for the first's commit (and its frames) instead of
+        # writing a duplicate.
+        self._in_flight: dict[str, tuple[asyncio.Future[Any], dict[str, Frame]]] = {}
         self.handlers: dict[str, Handler] = {
             "ping": self.ping,
             "put": self.put,
@@ -127,75 +130,102 @@ class Service:
                 "private memories need the vault, which is not set up on this daemon; "
                 "nothing was stored",
             )
-        table = self._projection.table
         results: list[dict[str, Any] | None] = [None] * len(inputs)
-        pending: list[tuple[int, str, bool]] = []  # (index, id, is this the put that writes it)
-        to_write: dict[str, Frame] = {}
+        new: dict[str, Frame] = {}  # the frames this request writes, by id
+        written: list[int] = []  # the index in ``results`` of each frame of ``new``
+        repeats: list[tuple[int, Frame]] = []  # puts of a frame that another put writes
+        waits: dict[asyncio.Future[Any], None] = {}  # commits of other requests, in order
+        self._sort_puts(inputs, results, new, written, repeats, waits)
+
+        def answer(_done: object = None) -> dict[str, Any]:
+            # Once every frame is committed: only the put that wrote a frame is told it is new.
+            for index, frame in repeats:
+                results[index] = _put_result(frame.id, frame.seq, frame.timestamp_ms, False)
+            return results[0] if single else {"results": results}  # type: ignore[return-value]
+
+        if new:
+            # Usually the writer's future is the answer itself: no future or task on top.
+            committed = self._submit_frames(new, written, results, None if waits else answer)
+            if not waits:
+                return committed
+            waits[committed] = None
+        if not waits:
+            return answer()
+        futures = list(waits)
+        return _then(futures[0] if len(futures) == 1 else asyncio.gather(*futures), answer)
+
+    def _sort_puts(
+        self,
+        inputs: list[validation.FrameInput],
+        results: list[dict[str, Any] | None],
+        new: dict[str, Frame],
+        written: list[int],
+        repeats: list[tuple[int, Frame]],
+        waits: dict[asyncio.Future[Any], None],
+    ) -> None:
+        """Answer the puts of live frames; sort the others into writes and repeats."""
+        table_get = self._projection.table.get
+        in_flight = self._in_flight
         stamp = now_ms()
         for index, item in enumerate(inputs):
             fid = frame_id(item.namespace, item.kind, item.content)
-            slot = table.get(fid)
+            slot = table_get(fid)
             if slot is not None:
                 results[index] = _existing(fid, slot)
-                continue
-            writes = fid not in self._in_flight and fid not in to_write
-            pending.append((index, fid, writes))
-            if writes:
-                to_write[fid] = Frame(
-                    id=fid,
-                    seq=0,
-                    timestamp_ms=item.timestamp_ms if item.timestamp_ms is not None else stamp,
-                    namespace=item.namespace,
-                    kind=item.kind,
-                    content=item.content,
-                    tags=item.tags,
-                    importance=item.importance,
-                    metadata=item.metadata,
-                    private=item.private,
-                    source=item.source,
+            elif fid in new:
+                repeats.append((index, new[fid]))
+            elif fid in in_flight:
+                # Another request writes it: wait for that commit instead of a duplicate.
+                committed, frames = in_flight[fid]
+                repeats.append((index, frames[fid]))
+                waits[committed] = None
+            else:
+                timestamp_ms = stamp if item.timestamp_ms is None else item.timestamp_ms
+                new[fid] = Frame(
+                    fid,
+                    0,
+                    timestamp_ms,
+                    item.namespace,
+                    item.kind,
+                    item.content,
+                    item.tags,
+                    item.importance,
+                    item.metadata,
+                    item.private,
+                    item.source,
                 )
-        if to_write:
-            committed = self._submit_frames(list(to_write.values()))
-            for fid in to_write:
-                self._in_flight[fid] = committed
-            committed.add_done_callback(lambda _f: self._forget_in_flight(to_write))
-        if not pending:
-            return results[0] if single else {"results": results}  # type: ignore[return-value]
-        waits = {fid: self._in_flight[fid] for _, fid, _ in pending}
-        unique = list(dict.fromkeys(waits.values()))
-        gathered = unique[0] if len(unique) == 1 else asyncio.gather(*unique)
+                written.append(index)
 
-        def answer(done: asyncio.Future[Any]) -> dict[str, Any]:
-            committed_by_id: dict[str, dict[str, Any]] = {}
-            for future in unique:
-                committed_by_id.update(future.result())
-            for index, fid, writes in pending:
-                result = committed_by_id[fid]
-                # Only the put that wrote a frame is told it is new.
-                results[index] = result if writes else {**result, "is_new": False}
-            return results[0] if single else {"results": results}  # type: ignore[return-value]
+    def _submit_frames(
+        self,
+        new: dict[str, Frame],
+        written: list[int],
+        results: list[dict[str, Any] | None],
+        answer: Callable[[], dict[str, Any]] | None,
+    ) -> asyncio.Future[Any]:
+        """Commit ``new``; once durable, fold it in, fill its results and return ``answer()``."""
+        frames = list(new.values())
+        in_flight = self._in_flight
+        apply_put = self._projection.apply_put
+        events = [(_FRAME_PUT, frame.timestamp_ms, encode_frame_put(frame)) for frame in frames]
 
-        return _then(gathered, answer)
+        def forget() -> None:
+            for fid in new:
+                del in_flight[fid]
 
-    def _forget_in_flight(self, written: dict[str, Frame]) -> None:
-        for fid in written:
-            self._in_flight.pop(fid, None)
-
-    def _submit_frames(self, frames: list[Frame]) -> asyncio.Future[Any]:
-        events = [
-            (int(RecordType.FRAME_PUT), frame.timestamp_ms, encode_frame_put(frame))
-            for frame in frames
-        ]
-
-        def apply(appended: Sequence[AppendedRecord]) -> dict[str, dict[str, Any]]:
-            out: dict[str, dict[str, Any]] = {}
-            for frame, record in zip(frames, appended, strict=True):
+        def apply(appended: Sequence[AppendedRecord]) -> dict[str, Any] | None:
+            forget()
+            for frame, record, index in zip(frames, appended, written, strict=True):
                 frame.seq = record.seq
-                self._projection.apply_put(frame, record.location)
-                out[frame.id] = _put_result(frame.id, record.seq, frame.timestamp_ms, True)
-            return out
+                apply_put(frame, record)
+                results[index] = _put_result(frame.id, record.seq, frame.timestamp_ms, True)
+            return answer() if answer is not None else None
 
-        return self._writer.submit(events, apply)
+        committed = self._writer.submit(events, apply, forget)
+        entry = (committed, new)
+        for fid in new:
+            in_flight[fid] = entry
+        return committed
 
     def delete(self, args: dict[str, Any]) -> Result:
         fid = validation.frame_id_arg(args)
