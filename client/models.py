@@ -117,6 +117,23 @@ class PutResult:
 
     @classmethod
     def from_wire(cls, obj: Any) -> PutResult:
+        # One per frame of a batch or pipeline: take a well-formed result with exact
+        # type tests first (type() is int never admits a bool); anything else gets
+        # the field-by-field checks below, which name what is wrong.
+        if type(obj) is dict:
+            id_, seq, timestamp_ms, is_new = (
+                obj.get("id"),
+                obj.get("seq"),
+                obj.get("timestamp_ms"),
+                obj.get("is_new"),
+            )
+            if (
+                type(id_) is str
+                and type(seq) is int
+                and type(timestamp_ms) is int
+                and type(is_new) is bool
+            ):
+                return cls(id_, seq, timestamp_ms, is_new)
         w = "put result"
         o = _object(obj, w)
         return cls(
