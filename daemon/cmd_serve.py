@@ -10,7 +10,9 @@ from pathlib import Path
 
 import uvloop
 
-from memoryd.daemon.config import Config, ConfigError, config_from_environment, parse_durability
+from memoryd.client.paths import default_socket_path
+from memoryd.daemon.config import Config, ConfigError
+from memoryd.daemon.config_file import Flag, LoadedConfig, load_config
 from memoryd.daemon.logs import configure_logging
 from memoryd.daemon.server import Daemon, StartupError
 from memoryd.storage import DataDirLockedError, LogCorruptionError
@@ -24,7 +26,21 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser = subparsers.add_parser(
         "serve",
         help="run the daemon in the foreground",
-        description="Run memoryd in the foreground until SIGTERM or SIGINT.",
+        description="Run memoryd in the foreground until SIGTERM or SIGINT "
+        "(SIGHUP reloads the configuration file).",
+    )
+    add_config_options(parser)
+    parser.set_defaults(func=run_serve)
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """The flags that set configuration keys (serve, config and doctor share them)."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="the TOML configuration file (default $MEMORYD_CONFIG, else "
+        "$XDG_CONFIG_HOME/memoryd/memoryd.toml if it exists)",
     )
     parser.add_argument(
         "--data-dir",
@@ -38,24 +54,40 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     )
     parser.add_argument("--relaxed-sync-interval-ms", type=int)
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
-    parser.set_defaults(func=run_serve)
+    parser.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics over HTTP on this loopback address",
+    )
+
+
+def config_flags(args: argparse.Namespace) -> dict[str, Flag]:
+    """The configuration keys set on the command line."""
+    flags: dict[str, Flag] = {}
+    # The global --socket always has a value: it is a flag only when not the default.
+    socket = getattr(args, "socket", None)
+    if socket is not None and Path(socket) != default_socket_path():
+        flags["socket_path"] = Flag(Path(socket), "--socket")
+    for key, name in (
+        ("data_dir", "--data-dir"),
+        ("durability", "--durability"),
+        ("relaxed_sync_interval_ms", "--relaxed-sync-interval-ms"),
+        ("log_level", "--log-level"),
+        ("metrics_address", "--metrics-address"),
+    ):
+        value = getattr(args, key, None)
+        if value is not None:
+            flags[key] = Flag(value, name)
+    return flags
+
+
+def loaded_config_from_args(args: argparse.Namespace) -> LoadedConfig:
+    """Embedded defaults, then the configuration file, then the environment, then flags."""
+    return load_config(config_flags(args), config_file=getattr(args, "config", None))
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """Embedded defaults, then the environment, then flags."""
-    config = config_from_environment()
-    changes: dict[str, object] = {}
-    if getattr(args, "socket", None):
-        changes["socket_path"] = Path(args.socket)
-    if args.data_dir is not None:
-        changes["data_dir"] = args.data_dir
-    if args.durability is not None:
-        changes["durability"] = parse_durability(args.durability, "--durability")
-    if args.relaxed_sync_interval_ms is not None:
-        changes["relaxed_sync_interval_ms"] = args.relaxed_sync_interval_ms
-    if args.log_level is not None:
-        changes["log_level"] = args.log_level
-    return config.replace(**changes).validate()
+    return loaded_config_from_args(args).config
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -65,7 +97,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"memoryd: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_STARTUP_FAILED
     configure_logging(config.log_level)
-    daemon = Daemon(config)
+    daemon = Daemon(config, reload_config=lambda: config_from_args(args))
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(daemon.run())

@@ -8,6 +8,7 @@ every value and how limits relate, and names the offending key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,10 @@ class Config:
     cache_query_embeddings_bytes_max: int = 16 * 1024 * 1024
     cache_search_results_bytes_max: int = 8 * 1024 * 1024
     log_level: str = "info"
+    # "HOST:PORT" on a loopback address: serve Prometheus metrics there (None: off).
+    metrics_address: str | None = None
+    # The vault's master key (a systemd credential under the units); None: no vault.
+    master_key_file: Path | None = None
 
     def validate(self) -> Config:
         """Return self if every value is valid, else raise ConfigError naming the key."""
@@ -105,6 +110,8 @@ class Config:
         for uid in self.allowed_uids:
             if not isinstance(uid, int) or uid < 0:
                 raise ConfigError(f"allowed_uids must hold non-negative integers, got {uid!r}")
+        if self.metrics_address is not None:
+            parse_metrics_address(self.metrics_address)
         return self
 
     def build_policy(self) -> BuildPolicy:
@@ -159,3 +166,24 @@ def parse_durability(value: str, key: str) -> Durability:
     except ValueError:
         choices = ", ".join(d.value for d in Durability)
         raise ConfigError(f"{key} must be one of {choices}, got {value!r}") from None
+
+
+def parse_metrics_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) on a loopback address; port 0 picks a free one."""
+    host, sep, port_text = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(f"metrics_address must be HOST:PORT, got {value!r}")
+    if host != "localhost" and not _is_loopback_ip(host):
+        raise ConfigError(
+            f"metrics_address must be on a loopback address (127.0.0.1, ::1), got {host!r}:"
+            " metrics are not authenticated"
+        )
+    return host, int(port_text)
+
+
+def _is_loopback_ip(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

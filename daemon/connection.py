@@ -20,6 +20,7 @@ import asyncio
 import logging
 import socket
 import struct
+import time
 from typing import TYPE_CHECKING, Any, cast
 
 from memoryd.client import errors, protocol
@@ -46,6 +47,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, registry: ConnectionRegistry) -> None:
         self._registry = registry
         self._service = registry.service
+        self._metrics = registry.metrics
         self._decoder = protocol.MessageDecoder()
         self._transport: asyncio.Transport | None = None
         self._greeted = False
@@ -115,26 +117,32 @@ class Connection(asyncio.Protocol):
 
     def _handle(self, body: bytes) -> None:
         self.requests += 1
+        started = time.perf_counter()
         request_id: Any = None
+        op: str | None = None
         try:
             request = protocol.parse_request(body)
             request_id = request.id
+            op = request.op
             result = self._dispatch(request)
         except MemorydError as exc:
             if request_id is None:
                 request_id = exc.details.pop("id", None) if exc.details else None
             self._send(protocol.encode_error(request_id, exc.code, exc.message, exc.details))
+            self._metrics.observe(op, exc.code, time.perf_counter() - started)
             return
         except Exception as exc:
             log.exception("handler for request %r failed", request_id)
             self._send(protocol.encode_error(request_id, errors.INTERNAL, type(exc).__name__))
+            self._metrics.observe(op, errors.INTERNAL, time.perf_counter() - started)
             return
         if isinstance(result, dict):
             self._send_result(request_id, result)
+            self._metrics.observe(op, "ok", time.perf_counter() - started)
             return
         self._in_flight += 1
         self._update_reading()
-        result.add_done_callback(lambda done: self._finish(request_id, done))
+        result.add_done_callback(lambda done: self._finish(request_id, done, op, started))
 
     def _dispatch(self, request: protocol.Request) -> Any:
         if request.op == "hello":
@@ -160,18 +168,25 @@ class Connection(asyncio.Protocol):
         self._greeted = True
         return self._service.hello_result()
 
-    def _finish(self, request_id: Any, done: asyncio.Future[Any]) -> None:
+    def _finish(
+        self, request_id: Any, done: asyncio.Future[Any], op: str | None, started: float
+    ) -> None:
         self._in_flight -= 1
+        code = "ok"
         if done.cancelled():
+            code = errors.SHUTTING_DOWN
             self._send(protocol.encode_error(request_id, errors.SHUTTING_DOWN, "cancelled"))
         elif (exc := done.exception()) is not None:
             if isinstance(exc, MemorydError):
+                code = exc.code
                 self._send(protocol.encode_error(request_id, exc.code, exc.message, exc.details))
             else:
+                code = errors.INTERNAL
                 log.error("request %r failed: %r", request_id, exc)
                 self._send(protocol.encode_error(request_id, errors.INTERNAL, type(exc).__name__))
         else:
             self._send_result(request_id, done.result())
+        self._metrics.observe(op, code, time.perf_counter() - started)
         self._update_reading()
         self._registry.request_done()
         if self._draining and self._in_flight == 0:

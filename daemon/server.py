@@ -30,10 +30,21 @@ from typing import Any
 from memoryd.client import errors
 from memoryd.client.errors import MemorydError
 from memoryd.daemon.builder import Builder
-from memoryd.daemon.config import Config
+from memoryd.daemon.config import Config, ConfigError, parse_metrics_address
 from memoryd.daemon.connection import Connection
+from memoryd.daemon.health import Health, check_open_files
+from memoryd.daemon.metrics import Metrics, serve_http
 from memoryd.daemon.search_op import RESULTS_TTL_S, CacheKey, Ranked, SearchOp, ranked_size
 from memoryd.daemon.service import Service
+from memoryd.daemon.systemd import (
+    ActivationError,
+    Notifier,
+    PassedSockets,
+    passed_sockets,
+    progress_reports,
+    run_watchdog,
+    watchdog_interval_s,
+)
 from memoryd.daemon.writer import CommitWriter
 from memoryd.storage import DataDirLock, Durability, FileLog
 from memoryd.storage.caches import MeteredCache
@@ -47,6 +58,12 @@ LISTEN_BACKLOG = 1024
 # Building what is committed at shutdown is optional (it is rebuilt from the
 # log), so the builder gets only this long before it is cancelled.
 BUILDER_STOP_DEADLINE_S = 2.0
+# While recovery or a drain goes on, tell systemd every this often (STATUS=) and ask
+# for this much more time (EXTEND_TIMEOUT_USEC=): a stuck daemon is still stopped.
+PROGRESS_INTERVAL_S = 1.0
+PROGRESS_EXTEND_S = 10.0
+# What SIGHUP can change without a restart.
+RELOADABLE_KEYS = ("log_level", "shutdown_deadline_s")
 
 
 class StartupError(Exception):
@@ -63,9 +80,11 @@ class ConnectionRegistry:
         self.stopping = False
         self.accepted_total = 0
         self.refused_total = 0
+        self.metrics = Metrics(service.handlers)
         self._allowed_uids = {os.getuid(), 0, *config.allowed_uids}
         self._idle = asyncio.Event()
         self._idle.set()
+        self._idle_wanted = False
 
     def admit(self, connection: Connection) -> MemorydError | None:
         """Register a new connection, or say why it is refused."""
@@ -92,12 +111,17 @@ class ConnectionRegistry:
         self.request_done()
 
     def request_done(self) -> None:
+        # Only wait_idle (a shutdown) needs this: until then, answering a request
+        # must not cost a walk over every open connection.
+        if not self._idle_wanted:
+            return
         if all(c.idle for c in self.connections):
             self._idle.set()
         else:
             self._idle.clear()
 
     async def wait_idle(self) -> None:
+        self._idle_wanted = True
         self.request_done()
         await self._idle.wait()
 
@@ -165,41 +189,73 @@ def bind_socket(path: Path) -> socket.socket:
 class Daemon:
     """One running memoryd.  ``run`` returns the process exit code."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, reload_config: Callable[[], Config] | None = None) -> None:
         self.config = config
         self._stop = asyncio.Event()
         self.started_at = time.time()
+        # SIGHUP: the configuration as it would load now (file, environment, flags).
+        self._reload_config = reload_config
+        self.notifier = Notifier.from_environment()
+        self._passed = PassedSockets()
+        self._owned_socket: Path | None = None  # a socket we bound, removed at the end
+        self._serving_status: Callable[[], str] = lambda: "serving"
 
     def request_stop(self) -> None:
         self._stop.set()
 
     async def run(self, on_ready: Callable[[], None] | None = None) -> int:
         config = self.config
-        data_dir = config.data_dir
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        lock = DataDirLock(data_dir)
-        lock.acquire()
         try:
-            return await self._run_locked(on_ready)
+            self._passed = passed_sockets()
+        except ActivationError as exc:
+            raise StartupError(str(exc)) from None
+        try:
+            check_open_files(config)
+            data_dir = config.data_dir
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            lock = DataDirLock(data_dir)
+            lock.acquire()
+            try:
+                return await self._run_locked(on_ready)
+            finally:
+                lock.release()
         finally:
-            lock.release()
+            self._passed.close()
+            self.notifier.close()
 
     async def _run_locked(self, on_ready: Callable[[], None] | None) -> int:
         config = self.config
         started = time.monotonic()
-        event_log, report = FileLog.open(
-            config.data_dir / "log",
-            segment_bytes_max=config.segment_bytes_max,
-            durability=config.durability,
-            relaxed_sync_interval_ms=config.relaxed_sync_interval_ms,
-        )
+        notifier = self.notifier
+        projection = Projection()
+
+        def recovery_status() -> str:
+            if projection.records_applied:
+                return f"recovering: replayed {projection.records_applied} records"
+            return f"recovering: verifying the log ({time.monotonic() - started:.0f} s)"
+
+        # Recovery runs on a thread so that the loop can keep systemd informed.
+        notifier.status("recovering: verifying the log")
+        async with progress_reports(
+            notifier, PROGRESS_INTERVAL_S, recovery_status, PROGRESS_EXTEND_S
+        ):
+            event_log, report = await asyncio.to_thread(
+                FileLog.open,
+                config.data_dir / "log",
+                segment_bytes_max=config.segment_bytes_max,
+                durability=config.durability,
+                relaxed_sync_interval_ms=config.relaxed_sync_interval_ms,
+            )
         try:
             if report.torn_tail is not None:
                 log.warning("recovery: %s", report.torn_tail.describe())
             for notice in report.notices:
                 log.info("recovery: %s", notice)
-            projection = Projection()
-            projection.replay(event_log.read_from(1))
+            notifier.status(f"recovering: replaying the log up to seq {event_log.last_seq}")
+            async with progress_reports(
+                notifier, PROGRESS_INTERVAL_S, recovery_status, PROGRESS_EXTEND_S
+            ):
+                await asyncio.to_thread(projection.replay, event_log.read_from(1))
             for bad in projection.unreadable:
                 log.error(
                     "record %d is not a valid event (%s); kept in the log", bad.seq, bad.reason
@@ -254,15 +310,40 @@ class Daemon:
         builder.on_built = search_op.forget_stale
         service.handlers["search"] = search_op
         registry = ConnectionRegistry(config, service)
+
+        def problem() -> str | None:
+            if writer_task.done():
+                return "the commit writer has stopped"
+            if builder_task.done():
+                return "the builder has stopped"
+            if not builder.progressing:
+                return f"the builder is not progressing ({builder.lag} records waiting)"
+            return None
+
+        metrics_server: asyncio.AbstractServer | None = None
         try:
-            prepare_socket_path(config.socket_path)
-            sock = bind_socket(config.socket_path)
+            sock, socket_path = self._listening_socket()
+            health = Health(
+                config,
+                service,
+                event_log,
+                registry.metrics,
+                socket_path=socket_path,
+                socket_activated=self._passed.service is not None,
+                stopping=lambda: registry.stopping,
+                builder_problem=problem,
+            )
+            service.handlers.update(health.handlers())
+            registry.metrics.add_ops(service.handlers)
+            metrics_server = await self._start_metrics(health)
             # The loop calls listen() again on a given socket, with its own default backlog
             # (100) unless told: pass ours, or a burst of clients gets EAGAIN on connect.
             server = await loop.create_unix_server(
                 lambda: Connection(registry), sock=sock, backlog=LISTEN_BACKLOG
             )
         except BaseException:
+            if metrics_server is not None:
+                metrics_server.close()
             # Cannot serve: stop the tasks already running before the log closes, or
             # the writer's final sync fails on the closed log with a traceback.
             writer.stop()
@@ -272,22 +353,93 @@ class Daemon:
             raise
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        watchdog_task = self._start_watchdog(problem)
         log.info(
-            "serving on %s (data in %s, durability %s)",
-            config.socket_path,
+            "serving on %s%s (data in %s, durability %s)",
+            socket_path,
+            " (socket activated)" if self._passed.service is not None else "",
             config.data_dir,
             config.durability.value,
         )
+        self._serving_status = lambda: f"serving {len(projection.table)} frames on {socket_path}"
+        self.notifier.ready(self._serving_status())
         if on_ready is not None:
             on_ready()
         try:
             await self._stop.wait()
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            self.notifier.stopping("stopping: finishing requests in flight")
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
+            if watchdog_task is not None:
+                watchdog_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog_task
             await self._shutdown(server, registry, writer, writer_task)
+            if metrics_server is not None:
+                metrics_server.close()
+                await metrics_server.wait_closed()
             await _stop_builder(builder, builder_task)
+            self.notifier.status("stopped: log synced and closed")
         return 0
+
+    def _listening_socket(self) -> tuple[socket.socket, Path]:
+        """The socket systemd passed us, else one bound at the configured path."""
+        passed = self._passed.service
+        if passed is not None:
+            return passed, Path(passed.getsockname())
+        path = self.config.socket_path
+        prepare_socket_path(path)
+        sock = bind_socket(path)
+        self._owned_socket = path
+        return sock, path
+
+    async def _start_metrics(self, health: Health) -> asyncio.AbstractServer | None:
+        """The HTTP metrics endpoint, on a passed socket or ``metrics_address``, if either."""
+        address = self.config.metrics_address
+        if self._passed.metrics is None and address is None:
+            return None
+        host, port = parse_metrics_address(address) if address else ("", 0)
+        server = await serve_http(self._passed.metrics, host, port, health.prometheus)
+        bound = server.sockets[0].getsockname()
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        health.metrics_url = f"http://{shown}:{bound[1]}/metrics"
+        log.info("metrics on %s", health.metrics_url)
+        return server
+
+    def _start_watchdog(self, problem: Callable[[], str | None]) -> asyncio.Task[None] | None:
+        interval_s = watchdog_interval_s()
+        if interval_s <= 0 or not self.notifier.enabled:
+            return None
+        log.info("watchdog: pinging systemd every %g s while healthy", interval_s)
+        return asyncio.create_task(
+            run_watchdog(self.notifier, interval_s, problem), name="memoryd-watchdog"
+        )
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the configuration and apply what can change while running."""
+        self.notifier.reloading()
+        try:
+            new = self._reload_config() if self._reload_config is not None else self.config
+        except ConfigError as exc:
+            log.error("reload refused, the configuration in use is kept: %s", exc)
+        else:
+            self._apply(new)
+        self.notifier.ready(self._serving_status())
+
+    def _apply(self, new: Config) -> None:
+        old_values, new_values = self.config.as_dict(), new.as_dict()
+        changed = [key for key in old_values if old_values[key] != new_values[key]]
+        applied = {key: getattr(new, key) for key in changed if key in RELOADABLE_KEYS}
+        for key in changed:
+            if key not in RELOADABLE_KEYS:
+                log.warning("reload: %s changed; it takes effect at the next start", key)
+        if "log_level" in applied:
+            logging.getLogger("memoryd").setLevel(new.log_level.upper())
+        self.config = self.config.replace(**applied)
+        described = ", ".join(f"{key} {old_values[key]} -> {new_values[key]}" for key in applied)
+        log.info("reloaded the configuration: %s", described or "nothing to apply")
 
     async def _shutdown(
         self,
@@ -299,10 +451,7 @@ class Daemon:
         log.info("stopping: no new connections; finishing requests in flight")
         server.close()
         registry.stopping = True
-        try:
-            async with asyncio.timeout(self.config.shutdown_deadline_s):
-                await registry.wait_idle()
-        except TimeoutError:
+        if not await drain(registry, self.config.shutdown_deadline_s, self.notifier):
             log.warning("shutdown deadline passed with requests still in flight")
         writer.stop()
         await writer_task
@@ -312,9 +461,36 @@ class Daemon:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
                 await server.wait_closed()
-        with contextlib.suppress(FileNotFoundError):
-            self.config.socket_path.unlink()
+        if self._owned_socket is not None:  # a passed socket's file belongs to systemd
+            with contextlib.suppress(FileNotFoundError):
+                self._owned_socket.unlink()
         log.info("stopped cleanly: log synced and closed")
+
+
+async def drain(
+    registry: ConnectionRegistry,
+    deadline_s: float,
+    notifier: Notifier,
+    interval_s: float = PROGRESS_INTERVAL_S,
+) -> bool:
+    """Wait until no request is in flight (False if ``deadline_s`` passes first).
+
+    While it takes long, systemd hears how many remain and is asked for more
+    time (EXTEND_TIMEOUT_USEC), so that its stop timeout does not cut a drain
+    that is still progressing.
+    """
+
+    def remaining() -> str:
+        in_flight = sum(not connection.idle for connection in registry.connections)
+        return f"stopping: {in_flight} connections with requests in flight"
+
+    async with progress_reports(notifier, interval_s, remaining, PROGRESS_EXTEND_S):
+        try:
+            async with asyncio.timeout(deadline_s):
+                await registry.wait_idle()
+        except TimeoutError:
+            return False
+    return True
 
 
 def _vector_bytes(vector: Any) -> int:
