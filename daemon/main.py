@@ -11,9 +11,13 @@ import sys
 from collections.abc import Sequence
 
 from memoryd.client.cli import add_client_commands, build_parser
+from memoryd.daemon.cmd_backup import add_backup_commands
 from memoryd.daemon.cmd_check import add_check_command
+from memoryd.daemon.cmd_config import add_config_command
+from memoryd.daemon.cmd_doctor import add_doctor_command
 from memoryd.daemon.cmd_repair import add_repair_command
 from memoryd.daemon.cmd_serve import add_serve_command
+from memoryd.daemon.cmd_status import add_prometheus_option, add_status_command
 
 EXIT_USAGE = 2
 
@@ -24,6 +28,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_client_commands(subparsers)
     add_check_command(subparsers)
     add_repair_command(subparsers)
+    add_config_command(subparsers)
+    add_status_command(subparsers)
+    add_prometheus_option(subparsers)
+    add_doctor_command(subparsers)
+    add_backup_commands(subparsers)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
