@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +52,16 @@ class NotifyListener:
             except TimeoutError:
                 break
         return self.messages
+
+    def collect_until(self, stop: threading.Event) -> None:
+        """Receive until ``stop`` is set and nothing more is queued (run on a thread)."""
+        self.sock.settimeout(0.05)
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                if stop.is_set():
+                    return
 
     def close(self) -> None:
         self.sock.close()
