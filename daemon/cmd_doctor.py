@@ -154,7 +154,7 @@ def check_log(data_dir: Path) -> Iterator[Finding]:
         yield Finding(name, FAIL, f"cannot read the log: {exc}", "check its permissions")
         return
     seqs = f"seq {report.first_seq}..{report.last_seq}" if report.records else "no records"
-    summary = f"{report.segments} segments, {report.records} records ({seqs})"
+    summary = f"{_count(report.segments, 'segment')}, {_count(report.records, 'record')} ({seqs})"
     if not report.ok:
         first = report.problems[0].describe()
         yield Finding(
@@ -310,3 +310,7 @@ def check_open_files_limit(config: Config) -> Iterator[Finding]:
             f"{config.connections_max} needs",
             f"LimitNOFILE={needed} in the unit (or ulimit -n), or lower connections_max",
         )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

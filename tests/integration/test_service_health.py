@@ -92,7 +92,7 @@ def test_status_and_metrics_of_a_running_daemon(
         code, out, _ = run(capsys, "--socket", sock, "doctor", "--data-dir", str(daemon.data_dir))
         assert code == 0, out
         assert "ok    daemon: serving" in out
-        assert "ok    log integrity: 1 segments, 3 records" in out
+        assert "ok    log integrity: 1 segment, 3 records" in out
     finally:
         assert daemon.terminate() == 0
 
