@@ -1,0 +1,164 @@
+"""The sealed envelope: AES-256-GCM with a header naming the key (FORMAT.md section 4).
+
+``seal_envelope`` and ``open_envelope`` are the only code that encrypts or
+decrypts in memoryd.  The header (magic, version, algorithm, key kind, key id)
+is authenticated together with the caller's AAD, so neither can be changed
+without ``open_envelope`` raising ``TamperedError``; that error carries the key
+id and a reason, never any content.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import NoReturn
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from memoryd.crypto.aad import Aad
+from memoryd.crypto.errors import LimitError, TamperedError
+from memoryd.crypto.keys import SecretKey
+from memoryd.crypto.nonces import NONCE_BYTES, new_nonce
+
+MAGIC = b"MDE\x01"
+FORMAT_VERSION = 1
+TAG_BYTES = 16
+KEY_ID_MAX = 2**64 - 1
+PLAINTEXT_BYTES_MAX = 4 * 1024 * 1024  # 16x content_bytes_max: room for any frame, bounded
+
+_HEADER = struct.Struct("<4sBBBQ")  # magic, version, algorithm, key kind, key id
+HEADER_BYTES = _HEADER.size
+OVERHEAD_BYTES = HEADER_BYTES + NONCE_BYTES + TAG_BYTES
+ENVELOPE_BYTES_MAX = OVERHEAD_BYTES + PLAINTEXT_BYTES_MAX
+
+# A sealed frame travels inside a log record's payload (perhaps as base64 in
+# JSON); storage's record payload limit is 16 MiB.  Repeated here, not imported:
+# crypto never imports storage.
+_RECORD_PAYLOAD_BYTES_MAX = 16 * 1024 * 1024
+assert HEADER_BYTES == 15 and OVERHEAD_BYTES == 43
+assert (ENVELOPE_BYTES_MAX + 2) // 3 * 4 < _RECORD_PAYLOAD_BYTES_MAX
+
+
+class Algorithm(IntEnum):
+    AES_256_GCM = 1
+
+
+class KeyKind(IntEnum):
+    """What kind of key an envelope is sealed under (its key id's namespace)."""
+
+    MASTER = 1  # the vault wrapping key derived from the master key; key id 0
+    VAULT = 2  # a vault key; key id = vault key id
+    DATA = 3  # a data key; key id = data key id
+
+
+_ALGORITHMS = frozenset(int(a) for a in Algorithm)
+_KEY_KINDS = frozenset(int(k) for k in KeyKind)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeHeader:
+    """The public part of an envelope: which key opens it."""
+
+    version: int
+    algorithm: Algorithm
+    key_kind: KeyKind
+    key_id: int
+
+
+class EnvelopeKey:
+    """A key ready to seal and open envelopes: its kind, its id and its cipher.
+
+    The cipher keeps its own copy of the key (see keys.py): drop the
+    EnvelopeKey to drop that copy.  The repr shows the kind and id only.
+    """
+
+    __slots__ = ("_aead", "key_id", "kind")
+
+    def __init__(self, kind: KeyKind, key_id: int, key: SecretKey) -> None:
+        assert 0 <= key_id <= KEY_ID_MAX
+        self.kind = kind
+        self.key_id = key_id
+        self._aead = AESGCM(key.buffer)
+
+    def __repr__(self) -> str:
+        return f"EnvelopeKey({self.kind.name}, id {self.key_id})"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("envelope keys cannot be pickled")
+
+
+def read_header(blob: bytes, *, what: str = "envelope") -> EnvelopeHeader:
+    """Parse and check an envelope's header (not its tag); TamperedError if malformed."""
+    if len(blob) < OVERHEAD_BYTES:
+        raise TamperedError(what, "truncated", detail=f"{len(blob)} bytes")
+    if len(blob) > ENVELOPE_BYTES_MAX:
+        raise TamperedError(what, "too_long", detail=f"{len(blob)} bytes")
+    magic, version, algorithm, kind, key_id = _HEADER.unpack_from(blob)
+    if magic != MAGIC:
+        raise TamperedError(what, "bad_magic")
+    if version != FORMAT_VERSION:
+        raise TamperedError(what, "bad_version", detail=f"version {version}")
+    if algorithm not in _ALGORITHMS:
+        raise TamperedError(what, "bad_algorithm", key_id=key_id)
+    if kind not in _KEY_KINDS:
+        raise TamperedError(what, "bad_key_kind", key_id=key_id)
+    return EnvelopeHeader(version, Algorithm(algorithm), KeyKind(kind), key_id)
+
+
+def seal_envelope(key: EnvelopeKey, plaintext: bytes | bytearray, aad: Aad) -> bytes:
+    """Encrypt ``plaintext`` under ``key`` with a fresh nonce, bound to ``aad``."""
+    if len(plaintext) > PLAINTEXT_BYTES_MAX:
+        raise LimitError("plaintext_bytes_max", len(plaintext), PLAINTEXT_BYTES_MAX)
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, Algorithm.AES_256_GCM, key.kind, key.key_id)
+    nonce = new_nonce()
+    sealed = key._aead.encrypt(nonce, plaintext, header + aad.encode())
+    return header + nonce + sealed
+
+
+def open_envelope(key: EnvelopeKey, blob: bytes, aad: Aad) -> bytes:
+    """The plaintext sealed in ``blob``; TamperedError unless key, header and AAD all match."""
+    what = _what(aad)
+    nonce, body, associated = _checked_parts(key, blob, aad, what)
+    try:
+        return key._aead.decrypt(nonce, body, associated)
+    except InvalidTag:
+        raise TamperedError(what, "auth_failed", key_id=key.key_id) from None
+
+
+def open_envelope_into(key: EnvelopeKey, blob: bytes, aad: Aad, out: bytearray) -> None:
+    """Like ``open_envelope``, writing the plaintext into ``out`` (sized exactly for it).
+
+    For secrets (wrapped keys): the plaintext never exists as immutable bytes.
+    """
+    what = _what(aad)
+    nonce, body, associated = _checked_parts(key, blob, aad, what)
+    if len(out) != len(body) - TAG_BYTES:
+        raise TamperedError(what, "bad_length", key_id=key.key_id, detail=f"{len(blob)} bytes")
+    try:
+        key._aead.decrypt_into(nonce, body, associated, out)
+    except InvalidTag:
+        out[:] = bytes(len(out))  # decrypt_into may have written unverified bytes
+        raise TamperedError(what, "auth_failed", key_id=key.key_id) from None
+
+
+def _checked_parts(
+    key: EnvelopeKey, blob: bytes, aad: Aad, what: str
+) -> tuple[bytes, bytes, bytes]:
+    header = read_header(blob, what=what)
+    if header.key_kind != key.kind or header.key_id != key.key_id:
+        raise TamperedError(
+            what,
+            "wrong_key",
+            key_id=key.key_id,
+            detail=f"sealed under {header.key_kind.name.lower()} key {header.key_id}",
+        )
+    nonce = blob[HEADER_BYTES : HEADER_BYTES + NONCE_BYTES]
+    body = blob[HEADER_BYTES + NONCE_BYTES :]
+    return nonce, body, blob[:HEADER_BYTES] + aad.encode()
+
+
+def _what(aad: Aad) -> str:
+    # "memoryd.data-key" -> "data key": errors name the object, taken from its AAD.
+    return aad.purpose.rpartition(".")[2].replace("-", " ")
