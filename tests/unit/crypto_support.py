@@ -34,6 +34,7 @@ CANARY_WORDS = ["zanzibar", "quokka", "xylophonist"]
 PASSPHRASE = "correct horse battery staple"
 OTHER_PASSPHRASE = "tr0ub4dor&3 is not a passphrase"
 WRONG_PASSPHRASE = "incorrect horse battery staple"
+ALWAYS_SECRET = (CANARY, PASSPHRASE, OTHER_PASSPHRASE, WRONG_PASSPHRASE, *CANARY_WORDS)
 
 
 def passphrase_master(passphrase: str = PASSPHRASE) -> MasterKey:
@@ -100,8 +101,13 @@ class Audit:
     """Secrets that must not appear in any exception, and the crypto errors seen."""
 
     secrets: list[bytes | str] = field(
-        default_factory=lambda: [CANARY, PASSPHRASE, OTHER_PASSPHRASE, WRONG_PASSPHRASE]
-        + list(CANARY_WORDS)
+        default_factory=lambda: [
+            CANARY,
+            PASSPHRASE,
+            OTHER_PASSPHRASE,
+            WRONG_PASSPHRASE,
+            *CANARY_WORDS,
+        ]
     )
     errors: list[BaseException] = field(default_factory=list)
 

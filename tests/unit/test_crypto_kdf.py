@@ -42,8 +42,12 @@ def test_argon2id_is_offered_by_the_installed_cryptography() -> None:
     # The brief's v48 has it; the scrypt fallback is tested below all the same.
     assert argon2id_available()
     assert default_kdf_params() == ARGON2ID_DEFAULT
-    assert ARGON2ID_DEFAULT == Argon2idParams(memory_kib=65536, iterations=3, lanes=1)
-    assert SCRYPT_DEFAULT == ScryptParams(log2_n=16, r=8, p=1)
+    assert (ARGON2ID_DEFAULT.memory_kib, ARGON2ID_DEFAULT.iterations, ARGON2ID_DEFAULT.lanes) == (
+        65536,
+        3,
+        1,
+    )
+    assert (SCRYPT_DEFAULT.log2_n, SCRYPT_DEFAULT.r, SCRYPT_DEFAULT.p) == (16, 8, 1)
 
 
 @pytest.mark.parametrize("params", [TEST_ARGON2ID, TEST_SCRYPT])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from memoryd.crypto import Keyring, KeyFileError, MasterKey, MasterKind
+from memoryd.crypto import KeyFileError, Keyring, MasterKey, MasterKind
 from memoryd.crypto.keyfile import (
     CREDENTIALS_DIRECTORY_ENV,
     SECRET_FILE_BYTES_MAX,

@@ -37,7 +37,8 @@ def _random_uses(path: Path) -> list[tuple[str, str]]:
                 name = child.attr
             elif isinstance(child, ast.Name):
                 name = child.id
-            if name in RANDOM_NAMES or name == "generate_key" and isinstance(child, ast.Attribute):
+            aesgcm_keygen = name == "generate_key" and isinstance(child, ast.Attribute)
+            if name in RANDOM_NAMES or aesgcm_keygen:
                 uses.append((function, name))
             visit(child, inner)
 
