@@ -185,17 +185,17 @@ class CommitWriter:
         """
         group = [first]
         size = len(first.events)
-        while True:
-            try:
-                submission = self._queue.get_nowait()
-            except queue.Empty:
-                return group, None, False
+        # empty() before get_nowait(): only this thread takes from the queue, so a
+        # non-empty queue stays non-empty, and no queue.Empty is raised per group.
+        while not self._queue.empty():
+            submission = self._queue.get_nowait()
             if submission is None:
                 return group, None, True
             if size + len(submission.events) > self._batch_events_max:
                 return group, submission, False
             group.append(submission)
             size += len(submission.events)
+        return group, None, False
 
     # -- back on the loop ---------------------------------------------------------------
 
