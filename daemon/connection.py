@@ -2,7 +2,10 @@
 
 Built on ``asyncio.Protocol`` rather than streams so that a pipelined put
 costs no task: requests are parsed as bytes arrive, answered at once when the
-handler returns a dict, or when its future resolves.
+handler returns a dict, or when its future resolves.  Answers that are ready
+together leave together: those of one read, and those resolved by one group
+commit while more requests of the client are still in flight, go out in one
+write (see ``_flush``) rather than one system call each.
 
 Bounds, so that no client can hurt another:
 - ``MessageDecoder`` refuses a length prefix over message_bytes_max before
@@ -57,6 +60,9 @@ class Connection(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._closing = False
+        self._outbox: list[bytes] = []  # answers not yet handed to the transport
+        self._outbox_bytes = 0
+        self._flush_scheduled = False
         # After a framing error: read nothing more, close once answers are out.
         self._draining = False
         self.peer_uid = -1
@@ -82,6 +88,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self._outbox.clear()
         self._registry.release(self)
 
     def pause_writing(self) -> None:
@@ -95,6 +102,12 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing or self._draining:
             return
+        try:
+            self._serve(data)
+        finally:
+            self._flush()  # the answers ready now: one write for the whole read
+
+    def _serve(self, data: bytes) -> None:
         try:
             bodies = self._decoder.feed(data)
         except protocol.FramingError as exc:
@@ -187,6 +200,13 @@ class Connection(asyncio.Protocol):
         else:
             self._send_result(request_id, done.result())
         self._metrics.observe(op, code, time.perf_counter() - started)
+        if self._in_flight == 0:
+            self._flush()  # nothing else pending: no reason to wait
+        elif not self._flush_scheduled:
+            # More may resolve in this same loop turn (a group commit answers many
+            # pipelined puts at once): write them all in the next turn.
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
         self._update_reading()
         self._registry.request_done()
         if self._draining and self._in_flight == 0:
@@ -202,18 +222,35 @@ class Connection(asyncio.Protocol):
         self._send(message)
 
     def _send(self, message: bytes) -> None:
+        """Queue an answer for the next ``_flush``."""
         transport = self._transport
         if transport is None or self._closing or transport.is_closing():
             return
-        transport.write(message)
-        if transport.get_write_buffer_size() > self._outbound_max:
+        self._outbox.append(message)
+        self._outbox_bytes += len(message)
+        unsent = self._outbox_bytes + transport.get_write_buffer_size()
+        if unsent > self._outbound_max:
             log.warning(
                 "disconnecting uid %d: %d unread answer bytes exceed outbound_bytes_max",
                 self.peer_uid,
-                transport.get_write_buffer_size(),
+                unsent,
             )
             self._closing = True
+            self._outbox.clear()
             transport.abort()
+
+    def _flush(self) -> None:
+        """Hand every queued answer to the transport in one write."""
+        self._flush_scheduled = False
+        outbox = self._outbox
+        if not outbox:
+            return
+        self._outbox = []
+        self._outbox_bytes = 0
+        transport = self._transport
+        if transport is None or self._closing or transport.is_closing():
+            return
+        transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
 
     def _update_reading(self) -> None:
         transport = self._transport
@@ -247,5 +284,6 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
+            self._flush()
             self._closing = True
             self._transport.close()
