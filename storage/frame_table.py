@@ -95,17 +95,23 @@ class FrameTable:
         length: int,
     ) -> bool:
         """Record a committed FRAME_PUT; False (and no change) for a live duplicate."""
-        if frame_id in self._by_id:
+        by_id = self._by_id
+        if frame_id in by_id:
             return False
         assert 0 < seq < SEQ_SPACE, seq
         assert 0 <= timestamp_ms <= TIMESTAMP_MS_MAX, timestamp_ms
-        key = order_key(timestamp_ms, seq)
-        slot = FrameSlot(seq, segment, offset, length, key, namespace, kind)
-        self._by_id[frame_id] = slot
+        key = timestamp_ms * SEQ_SPACE + seq  # order_key, inline: this runs once per put
+        by_id[frame_id] = FrameSlot(seq, segment, offset, length, key, namespace, kind)
         self._key_to_id[key] = frame_id
         self._all.add(key)
-        self._namespace_list(namespace).add(key)
-        self._namespace_kind_list(namespace, kind).add(key)
+        keys = self._by_namespace.get(namespace)
+        if keys is None:
+            keys = self._by_namespace[namespace] = SortedList()
+        keys.add(key)
+        keys = self._by_namespace_kind.get((namespace, kind))
+        if keys is None:
+            keys = self._by_namespace_kind[(namespace, kind)] = SortedList()
+        keys.add(key)
         return True
 
     def apply_delete(self, frame_id: str) -> bool:
@@ -119,18 +125,6 @@ class FrameTable:
         self._by_namespace_kind[(slot.namespace, slot.kind)].remove(slot.key)
         self.frames_deleted += 1
         return True
-
-    def _namespace_list(self, namespace: str) -> SortedList:
-        found = self._by_namespace.get(namespace)
-        if found is None:
-            found = self._by_namespace[namespace] = SortedList()
-        return found
-
-    def _namespace_kind_list(self, namespace: str, kind: str) -> SortedList:
-        found = self._by_namespace_kind.get((namespace, kind))
-        if found is None:
-            found = self._by_namespace_kind[(namespace, kind)] = SortedList()
-        return found
 
     # -- reads ----------------------------------------------------------------------
 
