@@ -152,7 +152,8 @@ def _tags(args: dict[str, Any]) -> list[str]:
     for tag in tags:
         if not isinstance(tag, str) or not tag:
             raise bad_request("each tag must be a non-empty string")
-        size = utf8_length(tag, "tag")
+        # An ASCII tag's size is its length (and it cannot hold a lone surrogate).
+        size = len(tag) if tag.isascii() else utf8_length(tag, "tag")
         if size > protocol.TAG_BYTES_MAX:
             raise limit_exceeded("tag_bytes_max", protocol.TAG_BYTES_MAX, size, "tag size in bytes")
         if tag not in out:
