@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import sys
 
 import orjson
 
 from memoryd.client.cli import global_options_parent
-from memoryd.daemon.config import default_data_dir
+from memoryd.daemon.cmd_serve import add_data_dir_options, config_from_args
+from memoryd.daemon.config import ConfigError
 from memoryd.storage import check_data_dir
 
 EXIT_OK = 0
+EXIT_USAGE = 2
 EXIT_CORRUPT = 5
 
 
@@ -24,12 +26,16 @@ def add_check_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         "the hash chain. Read-only; safe while the daemon runs. Exit 0 when intact, "
         f"{EXIT_CORRUPT} when problems were found.",
     )
-    parser.add_argument("--data-dir", type=Path, default=None)
+    add_data_dir_options(parser)
     parser.set_defaults(func=run_check)
 
 
 def run_check(args: argparse.Namespace) -> int:
-    data_dir = args.data_dir or default_data_dir()
+    try:
+        data_dir = config_from_args(args).data_dir  # the file, environment and flags, as serve
+    except ConfigError as exc:
+        print(f"memoryd: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     report = check_data_dir(data_dir)
     if args.json:
         print(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import orjson
 
 from memoryd.client.cli import global_options_parent
-from memoryd.daemon.config import default_data_dir
+from memoryd.daemon.cmd_serve import add_data_dir_options, config_from_args
+from memoryd.daemon.config import ConfigError
 from memoryd.storage import DataDirLockedError, repair_data_dir
 
 EXIT_OK = 0
+EXIT_USAGE = 2
 EXIT_FAILED = 1
 
 
@@ -25,12 +26,16 @@ def add_repair_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         "quarantine file under DATA_DIR/quarantine/. Every record with a valid checksum is "
         "kept and the hash chain re-linked. The daemon must be stopped.",
     )
-    parser.add_argument("--data-dir", type=Path, default=None)
+    add_data_dir_options(parser)
     parser.set_defaults(func=run_repair)
 
 
 def run_repair(args: argparse.Namespace) -> int:
-    data_dir = args.data_dir or default_data_dir()
+    try:
+        data_dir = config_from_args(args).data_dir  # the file, environment and flags, as serve
+    except ConfigError as exc:
+        print(f"memoryd: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         report = repair_data_dir(data_dir)
     except DataDirLockedError as exc:

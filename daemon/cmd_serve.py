@@ -33,8 +33,8 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser.set_defaults(func=run_serve)
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """The flags that set configuration keys (serve, config and doctor share them)."""
+def add_data_dir_options(parser: argparse.ArgumentParser) -> None:
+    """--config and --data-dir: what offline commands (check, repair) need to find the data."""
     parser.add_argument(
         "--config",
         type=Path,
@@ -47,6 +47,11 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="where the log lives (default $MEMORYD_DATA_DIR, else $XDG_DATA_HOME/memoryd)",
     )
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """The flags that set configuration keys (serve, config and doctor share them)."""
+    add_data_dir_options(parser)
     parser.add_argument(
         "--durability",
         help="fsync (default: acknowledge after fsync) or "

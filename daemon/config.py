@@ -142,32 +142,6 @@ class Config:
         return out
 
 
-def config_from_environment(base: Config | None = None) -> Config:
-    """Apply ``MEMORYD_*`` environment variables over ``base`` (defaults if None)."""
-    config = base or Config()
-    env = os.environ
-    changes: dict[str, Any] = {}
-    if env.get("MEMORYD_SOCKET"):
-        changes["socket_path"] = Path(env["MEMORYD_SOCKET"])
-    if env.get("MEMORYD_DATA_DIR"):
-        changes["data_dir"] = Path(env["MEMORYD_DATA_DIR"])
-    if env.get("MEMORYD_DURABILITY"):
-        changes["durability"] = parse_durability(env["MEMORYD_DURABILITY"], "MEMORYD_DURABILITY")
-    if env.get("MEMORYD_EMBEDDER"):
-        changes["embedder"] = env["MEMORYD_EMBEDDER"]
-    if env.get("MEMORYD_LOG_LEVEL"):
-        changes["log_level"] = env["MEMORYD_LOG_LEVEL"].lower()
-    return config.replace(**changes)
-
-
-def parse_durability(value: str, key: str) -> Durability:
-    try:
-        return Durability(value)
-    except ValueError:
-        choices = ", ".join(d.value for d in Durability)
-        raise ConfigError(f"{key} must be one of {choices}, got {value!r}") from None
-
-
 def parse_metrics_address(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:PORT`` for IPv6) on a loopback address; port 0 picks a free one."""
     host, sep, port_text = value.rpartition(":")
