@@ -27,32 +27,15 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
+from memoryd.daemon.build_policy import BuildPolicy
 from memoryd.storage import EventLog, RecordLocation
 from memoryd.storage.derived import BuildStep, DerivedState, Prepared
 
 log = logging.getLogger("memoryd.builder")
 
 RETRY_DELAY_S_MAX = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class BuildPolicy:
-    min_frames: int = 5
-    queue_bound: int = 20
-    idle_ms: int = 10
-    chunk_frames_max: int = 50
-
-    def validate(self) -> BuildPolicy:
-        if not 1 <= self.min_frames <= self.queue_bound:
-            raise ValueError("build_min_frames must be between 1 and build_queue_bound")
-        if not 1 <= self.chunk_frames_max <= 10_000:
-            raise ValueError("chunk_frames_max must be between 1 and 10000")
-        if self.idle_ms < 0:
-            raise ValueError("build_idle_ms must not be negative")
-        return self
 
 
 class Builder:

@@ -14,8 +14,6 @@ from memoryd.client.paths import default_socket_path
 from memoryd.daemon.config import Config, ConfigError
 from memoryd.daemon.config_file import Flag, LoadedConfig, load_config
 from memoryd.daemon.logs import configure_logging
-from memoryd.daemon.server import Daemon, StartupError
-from memoryd.storage import DataDirLockedError, LogCorruptionError
 
 EXIT_STARTUP_FAILED = 1
 
@@ -102,6 +100,11 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"memoryd: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_STARTUP_FAILED
     configure_logging(config.log_level)
+    # Imported here: the server pulls in the indexes (numpy), which the other
+    # commands never need and should not wait for.
+    from memoryd.daemon.server import Daemon, StartupError
+    from memoryd.storage import DataDirLockedError, LogCorruptionError
+
     daemon = Daemon(config, reload_config=lambda: config_from_args(args))
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from memoryd.client.paths import default_socket_path
-from memoryd.daemon.builder import BuildPolicy
+from memoryd.daemon.build_policy import BuildPolicy
 from memoryd.storage import Durability
 
 

@@ -1,0 +1,28 @@
+"""When the builder builds: its batching policy (see daemon/builder.py).
+
+Its own module, with no heavy imports, because the configuration needs it and
+every command loads the configuration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class BuildPolicy:
+    """Build once ``min_frames`` wait, at once at ``queue_bound``, else after ``idle_ms``."""
+
+    min_frames: int = 5
+    queue_bound: int = 20
+    idle_ms: int = 10
+    chunk_frames_max: int = 50
+
+    def validate(self) -> BuildPolicy:
+        if not 1 <= self.min_frames <= self.queue_bound:
+            raise ValueError("build_min_frames must be between 1 and build_queue_bound")
+        if not 1 <= self.chunk_frames_max <= 10_000:
+            raise ValueError("chunk_frames_max must be between 1 and 10000")
+        if self.idle_ms < 0:
+            raise ValueError("build_idle_ms must not be negative")
+        return self
