@@ -1,0 +1,149 @@
+"""Service puts in process: content-addressed dedup (live, in one batch, in flight), failures."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memoryd.client import errors
+from memoryd.client.errors import MemorydError
+from memoryd.daemon.config import Config
+from memoryd.daemon.service import Service
+from memoryd.daemon.writer import CommitWriter, Event
+from memoryd.storage import AppendedRecord, FileLog
+from memoryd.storage.projection import Projection
+
+
+class GatedLog:
+    """A FileLog whose appends wait for a gate and may be told to fail."""
+
+    def __init__(self, log: FileLog) -> None:
+        self.log = log
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_with: OSError | None = None
+
+    @property
+    def last_seq(self) -> int:
+        return self.log.last_seq
+
+    def append(self, events: Sequence[Event]) -> list[AppendedRecord]:
+        self.gate.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        return self.log.append(events)
+
+    def sync(self) -> None:
+        self.log.sync()
+
+    def __getattr__(self, name: str) -> Any:  # reads go to the real log
+        return getattr(self.log, name)
+
+
+@dataclass
+class Daemon:
+    service: Service
+    log: GatedLog
+    projection: Projection
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    log, _report = FileLog.open(tmp_path / "log")
+    gated = GatedLog(log)
+    projection = Projection()
+    writer = CommitWriter(
+        gated, queue_events_max=10_000, batch_events_max=1_000, relaxed_sync_interval_ms=None
+    )
+    task = asyncio.create_task(writer.run())
+    config = Config(data_dir=tmp_path / "data", socket_path=tmp_path / "s.sock")
+    service = Service(config, gated, projection, writer, dict)  # type: ignore[arg-type]
+    yield Daemon(service, gated, projection)
+    gated.gate.set()
+    writer.stop()
+    await task
+    writer.close()
+    log.close()
+
+
+async def answer(result: Any) -> dict[str, Any]:
+    return result if isinstance(result, dict) else await result  # type: ignore[no-any-return]
+
+
+async def test_a_put_is_new_once_then_answered_from_the_table(daemon: Daemon) -> None:
+    first = await answer(daemon.service.put({"content": "hello", "timestamp_ms": 1234}))
+    assert first["is_new"] is True
+    assert (first["seq"], first["timestamp_ms"]) == (1, 1234)
+    # Acknowledged means readable.
+    got = daemon.service.get({"id": first["id"]})
+    assert isinstance(got, dict) and got["frame"]["content"] == "hello"
+    again = daemon.service.put({"content": "hello"})
+    assert isinstance(again, dict)  # a live frame is answered at once, nothing written
+    assert again == {**first, "is_new": False}
+    assert daemon.log.last_seq == 1
+
+
+async def test_the_same_frame_twice_in_one_batch_is_written_once(daemon: Daemon) -> None:
+    result = await answer(
+        daemon.service.put_batch(
+            {"frames": [{"content": "a"}, {"content": "b"}, {"content": "a"}, {"content": "a"}]}
+        )
+    )
+    a, b, a2, a3 = result["results"]
+    assert (a["is_new"], b["is_new"], a2["is_new"], a3["is_new"]) == (True, True, False, False)
+    assert a2 == a3 == {**a, "is_new": False}
+    assert daemon.log.last_seq == 2
+    daemon.projection.table._check()
+
+
+async def test_a_put_of_a_frame_in_flight_waits_for_that_commit(daemon: Daemon) -> None:
+    daemon.log.gate.clear()
+    writing = daemon.service.put({"content": "a", "kind": "fact"})
+    batch = daemon.service.put_batch(
+        {"frames": [{"content": "b"}, {"content": "a", "kind": "fact"}]}
+    )
+    single = daemon.service.put({"content": "a", "kind": "fact"})
+    assert not isinstance(writing, dict) and not isinstance(batch, dict)
+    assert not isinstance(single, dict)
+    await asyncio.sleep(0.02)
+    assert not batch.done()  # waits for the first put's commit
+    daemon.log.gate.set()
+    written = await writing
+    b, a = (await batch)["results"]
+    assert written["is_new"] is True and b["is_new"] is True
+    assert a == {**written, "is_new": False}
+    assert await single == {**written, "is_new": False}
+    assert daemon.log.last_seq == 2  # "a" once, "b" once
+    assert daemon.service._in_flight == {}
+
+
+async def test_a_failed_commit_fails_its_waiters_and_a_retry_writes(daemon: Daemon) -> None:
+    daemon.log.gate.clear()
+    daemon.log.fail_with = OSError(errno.ENOSPC, "No space left on device")
+    writing = daemon.service.put({"content": "a"})
+    waiting = daemon.service.put_batch({"frames": [{"content": "a"}]})
+    assert not isinstance(writing, dict) and not isinstance(waiting, dict)
+    daemon.log.gate.set()
+    for future in (writing, waiting):
+        with pytest.raises(MemorydError) as caught:
+            await future
+        assert caught.value.code == errors.DISK_FULL
+    assert daemon.service._in_flight == {}
+    assert len(daemon.projection.table) == 0
+    daemon.log.fail_with = None
+    retry = await answer(daemon.service.put({"content": "a"}))
+    assert retry["is_new"] is True and retry["seq"] == 1
+
+
+async def test_private_puts_are_refused_before_anything_is_written(daemon: Daemon) -> None:
+    with pytest.raises(MemorydError) as caught:
+        daemon.service.put_batch({"frames": [{"content": "a"}, {"content": "b", "private": True}]})
+    assert caught.value.code == errors.LOCKED
+    assert daemon.log.last_seq == 0 and daemon.service._in_flight == {}
