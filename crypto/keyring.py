@@ -240,6 +240,9 @@ class Keyring:
         with self._mutex:
             assert self._file.problem() is None
             assert decode_keyring_file(self._raw) == self._file
+            if self._store.closed:
+                assert self._unlocked is None
+                return
             self._store._check()
             if self._unlocked is not None:
                 self._unlocked._check()

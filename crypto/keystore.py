@@ -196,6 +196,10 @@ class KeyStore:
             raise
         return store
 
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
@@ -269,9 +273,18 @@ class KeyStore:
         if offset is None:
             if any(e.key_id == key_id for e in self._damaged):
                 raise TamperedError("data key", "damaged_entry", key_id=key_id)
-            if key_id < self._next_key_id:
-                raise ForgottenError(key_id)
-            raise TamperedError("data key", "unknown_key", key_id=key_id)
+            if key_id >= self._next_key_id:
+                raise TamperedError("data key", "unknown_key", key_id=key_id)
+            if self._damaged:
+                # A damaged entry's id cannot be trusted: this key may be one of them.
+                # Saying "forgotten" could hide damage, so say what is known.
+                raise TamperedError(
+                    "data key",
+                    "missing_key",
+                    key_id=key_id,
+                    detail=f"not found, and {len(self._damaged)} damaged entries exist",
+                )
+            raise ForgottenError(key_id)
         entry = decode_entry(pread_exact(self._fd, ENTRY_BYTES, offset), offset)
         if entry.state != EntryState.LIVE or entry.key_id != key_id:
             # Changed on disk since the scan (someone else wrote the file).
