@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,8 +38,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus
 from bench_write import machine
+from daemon_runner import BenchDaemon
 
-from memoryd.client import Client, UnavailableError
+from memoryd.client import Client
 
 QUERY_SEED = 7
 QUERIES_PER_ROW = 300
@@ -82,61 +81,6 @@ def query_sets() -> dict[str, list[list[str]]]:
 
 def du_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-class Daemon:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.socket = Path(tempfile.mkdtemp(prefix="mds-", dir="/tmp")) / "memoryd.sock"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> float:
-        """Start; returns seconds until it answers."""
-        started = time.perf_counter()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "memoryd.daemon",
-                "--socket",
-                str(self.socket),
-                "serve",
-                "--data-dir",
-                str(self.root / "data"),
-                "--log-level",
-                "warning",
-            ],
-        )
-        while True:
-            try:
-                with Client(self.socket, timeout=2) as client:
-                    client.ping()
-                return time.perf_counter() - started
-            except Exception:
-                if self.process.poll() is not None:
-                    raise RuntimeError("memoryd exited") from None
-                time.sleep(0.02)
-
-    def wait_built(self, client: Client) -> None:
-        target = client.stats()["last_seq"]
-        while True:
-            try:
-                client.search("ready", k=1, min_seq=target)
-                return
-            except UnavailableError:
-                continue
-
-    def rss_bytes(self) -> int:
-        assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
-
-    def stop(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=300)
 
 
 def memoryd_frames(batch: corpus.FrameBatch) -> list[dict[str, Any]]:
@@ -202,9 +146,9 @@ def steady_searchable(client_socket: Path) -> list[float]:
     return samples
 
 
-def bench_memoryd(size: int, queries: dict[str, list[list[str]]], root: Path) -> dict[str, Any]:
+def bench_memoryd(size: int, queries: dict[str, list[list[str]]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    daemon = Daemon(root)
+    daemon = BenchDaemon()
     daemon.start()
     try:
         with Client(daemon.socket, timeout=300) as client:
@@ -236,7 +180,7 @@ def bench_memoryd(size: int, queries: dict[str, list[list[str]]], root: Path) ->
         out["searchable after ack"] = percentiles_ms(steady_searchable(daemon.socket))
     finally:
         daemon.stop()
-    out["disk bytes per frame"] = du_bytes(root / "data") / size
+    out["disk bytes per frame"] = du_bytes(daemon.data_dir) / size
     out["restart to serving s"] = daemon.start()
     try:
         with Client(daemon.socket, timeout=600) as client:
@@ -246,7 +190,7 @@ def bench_memoryd(size: int, queries: dict[str, list[list[str]]], root: Path) ->
                 time.perf_counter() - restarted
             )
     finally:
-        daemon.stop()
+        daemon.remove()
     return out
 
 
@@ -331,7 +275,7 @@ def main() -> int:
     for size in args.sizes:
         root = Path(tempfile.mkdtemp(prefix=f"mds-{size}-", dir=os.environ.get("BENCH_DIR")))
         try:
-            mem = bench_memoryd(size, queries, root / "memoryd")
+            mem = bench_memoryd(size, queries)
             lite = bench_sqlite(size, queries, root / "sqlite")
             lines += report(size, mem, lite)
             print("\n".join(lines[-16:]), flush=True)

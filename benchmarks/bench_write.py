@@ -24,7 +24,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -37,6 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from daemon_runner import BenchDaemon
 
 from memoryd.client import Client
 
@@ -137,44 +139,6 @@ class Row:
         return statistics.median(self.latencies_s) * 1000 if self.latencies_s else float("nan")
 
 
-class Daemon:
-    """A fresh memoryd on a new data directory, stopped with SIGTERM."""
-
-    def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="mdb-", dir=os.environ.get("BENCH_DIR")))
-        self.sock_dir = Path(tempfile.mkdtemp(prefix="mdb-", dir="/tmp"))
-        self.socket = self.sock_dir / "memoryd.sock"
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "memoryd.daemon",
-                "--socket",
-                str(self.socket),
-                "serve",
-                "--data-dir",
-                str(self.root / "data"),
-                "--log-level",
-                "warning",
-            ],
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with Client(self.socket, timeout=2) as client:
-                    client.ping()
-                return
-            except Exception:
-                time.sleep(0.05)
-        raise RuntimeError("memoryd did not start")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=60)
-        shutil.rmtree(self.root, ignore_errors=True)
-        shutil.rmtree(self.sock_dir, ignore_errors=True)
-
-
 def timed(fn: Callable[[], None]) -> float:
     start = time.perf_counter()
     fn()
@@ -182,7 +146,8 @@ def timed(fn: Callable[[], None]) -> float:
 
 
 def bench_single(frames: list[dict[str, Any]], warm: list[dict[str, Any]]) -> Row:
-    daemon = Daemon()
+    daemon = BenchDaemon()
+    daemon.start()
     try:
         with Client(daemon.socket) as client:
             for frame in warm:
@@ -195,11 +160,12 @@ def bench_single(frames: list[dict[str, Any]], warm: list[dict[str, Any]]) -> Ro
                 "memoryd (a) one put at a time", len(frames), time.perf_counter() - start, latencies
             )
     finally:
-        daemon.stop()
+        daemon.remove()
 
 
 def bench_pipelined(frames: list[dict[str, Any]], warm: list[dict[str, Any]]) -> Row:
-    daemon = Daemon()
+    daemon = BenchDaemon()
+    daemon.start()
     try:
         with Client(daemon.socket) as client:
             client.pipeline_put(warm, window=PIPELINE_WINDOW)
@@ -222,7 +188,7 @@ def bench_pipelined(frames: list[dict[str, Any]], warm: list[dict[str, Any]]) ->
                 latencies,
             )
     finally:
-        daemon.stop()
+        daemon.remove()
 
 
 def _one_client(socket: str, frames: list[dict[str, Any]], out: Any) -> None:
@@ -232,7 +198,8 @@ def _one_client(socket: str, frames: list[dict[str, Any]], out: Any) -> None:
 
 
 def bench_concurrent(frames: list[dict[str, Any]], warm: list[dict[str, Any]]) -> Row:
-    daemon = Daemon()
+    daemon = BenchDaemon()
+    daemon.start()
     try:
         with Client(daemon.socket) as client:
             client.pipeline_put(warm)
@@ -260,11 +227,12 @@ def bench_concurrent(frames: list[dict[str, Any]], warm: list[dict[str, Any]]) -
             latencies,
         )
     finally:
-        daemon.stop()
+        daemon.remove()
 
 
 def bench_batch(frames: list[dict[str, Any]], warm: list[dict[str, Any]]) -> Row:
-    daemon = Daemon()
+    daemon = BenchDaemon()
+    daemon.start()
     try:
         with Client(daemon.socket) as client:
             client.put_batch(warm[:BATCH])
@@ -280,7 +248,7 @@ def bench_batch(frames: list[dict[str, Any]], warm: list[dict[str, Any]]) -> Row
                 latencies,
             )
     finally:
-        daemon.stop()
+        daemon.remove()
 
 
 def _sqlite(path: Path) -> sqlite3.Connection:

@@ -15,13 +15,8 @@ No tuning happens here: the daemon runs on its embedded defaults.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,8 +24,9 @@ from rank_bm25 import BM25Okapi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import locomo
+from daemon_runner import BenchDaemon
 
-from memoryd.client import Client, UnavailableError
+from memoryd.client import Client
 
 MODES = ("keyword", "semantic", "hybrid", "classic")
 K = 10
@@ -54,44 +50,8 @@ def bm25_tokens(text: str) -> list[str]:
     return [t for t in _TOKEN.findall(text.lower()) if t not in STOP_WORDS]
 
 
-class Daemon:
-    def __init__(self, extra_env: dict[str, str]) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="md-locomo-"))
-        self.socket = Path(tempfile.mkdtemp(prefix="md-", dir="/tmp")) / "memoryd.sock"
-        env = {**os.environ, **extra_env}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "memoryd.daemon",
-                "--socket",
-                str(self.socket),
-                "serve",
-                "--data-dir",
-                str(self.root / "data"),
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with Client(self.socket, timeout=2) as client:
-                    client.ping()
-                return
-            except Exception:
-                time.sleep(0.1)
-        raise RuntimeError("memoryd did not start")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=60)
-        shutil.rmtree(self.root, ignore_errors=True)
-        shutil.rmtree(self.socket.parent, ignore_errors=True)
-
-
-def store(client: Client, conversation: locomo.Conversation) -> tuple[str, int]:
+def store(client: Client, conversation: locomo.Conversation) -> str:
+    """Every turn of the conversation as a frame in its own namespace; returns the namespace."""
     namespace = f"locomo-{conversation.sample_id}"
     frames = [
         {
@@ -103,21 +63,9 @@ def store(client: Client, conversation: locomo.Conversation) -> tuple[str, int]:
         }
         for turn in conversation.turns
     ]
-    last_seq = 0
     for start in range(0, len(frames), 500):
-        results = client.put_batch(frames[start : start + 500])
-        last_seq = max([last_seq, *(r.seq for r in results)])
-    return namespace, last_seq
-
-
-def wait_built(client: Client, min_seq: int) -> None:
-    """Until the builder has built every stored turn (a model embedder is slow)."""
-    while True:
-        try:
-            client.search("ready", k=1, min_seq=min_seq)
-            return
-        except UnavailableError:
-            continue  # busy: not built within the bounded wait yet
+        client.put_batch(frames[start : start + 500])
+    return namespace
 
 
 def ranked_dia_ids(client: Client, query: str, namespace: str, mode: str, now_ms: int) -> list[str]:
@@ -133,13 +81,14 @@ def main() -> int:
 
     conversations = locomo.load()
     results: dict[str, dict[str, locomo.Scores]] = {}
-    daemon = Daemon({"MEMORYD_EMBEDDER": args.embedder})
+    daemon = BenchDaemon({"MEMORYD_EMBEDDER": args.embedder})
+    daemon.start()
     started = time.perf_counter()
     try:
         with Client(daemon.socket, timeout=120) as client:
             for conversation in conversations:
-                namespace, last_seq = store(client, conversation)
-                wait_built(client, last_seq)
+                namespace = store(client, conversation)
+                BenchDaemon.wait_built(client)
                 texts = [t.text for t in conversation.turns]
                 ids = [t.dia_id for t in conversation.turns]
                 bm25 = BM25Okapi([bm25_tokens(t) for t in texts])
@@ -157,7 +106,7 @@ def main() -> int:
                         )
                         locomo.record(results.setdefault(f"memoryd {mode}", {}), question, ranked)
     finally:
-        daemon.stop()
+        daemon.remove()
     questions = sum(len(c.questions) for c in conversations)
     report = (
         f"# LoCoMo retrieval, {time.strftime('%Y-%m-%d')}\n\n"
