@@ -10,9 +10,10 @@ one encoding and no two values share one.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from memoryd.crypto.errors import LimitError
 
@@ -36,6 +37,11 @@ _PURPOSE_RE = re.compile(r"[a-z0-9_.\-]{1,64}")
 _NAME_RE = re.compile(r"[a-z0-9_]{1,32}")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+# The fixed bytes around a frame AAD's values (see frame_aad).
+_FRAME_HEAD = b"\x01\x0dmemoryd.frame\x03\x02id\x02"
+_FRAME_NS = b"\x02ns\x02"
+_FRAME_SEQ = b"\x03seq\x03" + _U32.pack(_U64.size)
+assert len(FRAME_PURPOSE) == 0x0D
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,8 @@ class Aad:
 
     purpose: str
     fields: tuple[tuple[str, AadValue], ...]
+    # Checked and encoded once, when made: an AAD is used for every seal and open.
+    _encoded: bytes = field(init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, purpose: str, **fields: AadValue) -> Aad:
@@ -61,48 +69,78 @@ class Aad:
         names = [name for name, _ in self.fields]
         if names != sorted(set(names)):
             raise ValueError("AAD field names must be unique and sorted (use Aad.of)")
-        for name, value in self.fields:
-            if not _NAME_RE.fullmatch(name):
-                raise ValueError("an AAD field name is 1 to 32 of [a-z0-9_]")
-            _check_value(value)
-
-    def encode(self) -> bytes:
-        """The canonical bytes of this AAD."""
         purpose = self.purpose.encode("ascii")
         parts = [bytes((AAD_VERSION, len(purpose))), purpose, bytes((len(self.fields),))]
         for name, value in self.fields:
+            if not _NAME_RE.fullmatch(name):
+                raise ValueError("an AAD field name is 1 to 32 of [a-z0-9_]")
             kind, raw = _encode_value(value)
             parts += [bytes((len(name),)), name.encode("ascii"), bytes((kind,))]
             parts += [_U32.pack(len(raw)), raw]
-        return b"".join(parts)
+        object.__setattr__(self, "_encoded", b"".join(parts))
+
+    def encode(self) -> bytes:
+        """The canonical bytes of this AAD."""
+        return self._encoded
+
+    @classmethod
+    def _encoded_by_caller(
+        cls, purpose: str, fields: tuple[tuple[str, AadValue], ...], encoded: bytes
+    ) -> Aad:
+        """An AAD whose fields the caller has checked and encoded itself (the fast paths
+        below, made on every seal and open; a test holds them equal to ``Aad.of``)."""
+        aad = object.__new__(cls)
+        object.__setattr__(aad, "purpose", purpose)
+        object.__setattr__(aad, "fields", fields)
+        object.__setattr__(aad, "_encoded", encoded)
+        return aad
 
 
 def frame_aad(frame_id: str, namespace: str, seq: int) -> Aad:
     """The AAD of a private frame's content: its id, its namespace and its record's seq."""
-    return Aad.of(FRAME_PURPOSE, id=frame_id, ns=namespace, seq=seq)
+    _, id_raw = _encode_value(frame_id)
+    _, ns_raw = _encode_value(namespace)
+    _, seq_raw = _encode_value(seq)
+    encoded = b"".join(
+        (_FRAME_HEAD, _U32.pack(len(id_raw)), id_raw, _FRAME_NS, _U32.pack(len(ns_raw)), ns_raw)
+    )
+    fields = (("id", frame_id), ("ns", namespace), ("seq", seq))
+    return Aad._encoded_by_caller(FRAME_PURPOSE, fields, encoded + _FRAME_SEQ + seq_raw)
 
 
-def _check_value(value: AadValue) -> None:
-    if isinstance(value, bool) or not isinstance(value, bytes | str | int):
-        # bool is an int: refusing it keeps True and 1 from meaning the same thing.
-        raise TypeError("an AAD value is bytes, str or a non-negative int")
-    if isinstance(value, int):
-        if not 0 <= value <= AAD_INT_MAX:
-            raise ValueError("an AAD integer is between 0 and 2**64 - 1")
-        return
-    size = len(value) if isinstance(value, bytes) else len(_text(value))
-    if size > AAD_VALUE_BYTES_MAX:
-        raise LimitError("aad_value_bytes_max", size, AAD_VALUE_BYTES_MAX)
+def key_aad(purpose: str, keyring_id: bytes, name: str, key_id: int) -> Aad:
+    """The AAD of a wrapped key: ``purpose`` with ``keyring`` and the key's id as ``name``."""
+    _, id_raw = _encode_value(key_id)
+    before, after = _key_aad_frame(purpose, keyring_id, name)
+    pairs: list[tuple[str, AadValue]] = [("keyring", keyring_id), (name, key_id)]
+    fields = tuple(sorted(pairs, key=lambda pair: pair[0]))
+    return Aad._encoded_by_caller(purpose, fields, before + id_raw + after)
+
+
+@functools.lru_cache(maxsize=16)
+def _key_aad_frame(purpose: str, keyring_id: bytes, name: str) -> tuple[bytes, bytes]:
+    """The encoding of the key AAD around its id: found by encoding two ids that differ
+    in all eight bytes."""
+    low = Aad.of(purpose, keyring=keyring_id, **{name: 0}).encode()
+    high = Aad.of(purpose, keyring=keyring_id, **{name: AAD_INT_MAX}).encode()
+    at = next(i for i in range(len(low)) if low[i] != high[i])
+    return low[:at], low[at + _U64.size :]
 
 
 def _encode_value(value: AadValue) -> tuple[int, bytes]:
+    """The type tag and bytes of a value, after checking it."""
     if isinstance(value, bytes):
-        return _TYPE_BYTES, value
-    if isinstance(value, str):
-        return _TYPE_TEXT, _text(value)
-    return _TYPE_INT, _U64.pack(value)
-
-
-def _text(value: str) -> bytes:
-    # surrogatepass: any str has an encoding (frame ids are computed the same way).
-    return value.encode("utf-8", "surrogatepass")
+        kind, raw = _TYPE_BYTES, value
+    elif isinstance(value, str):
+        # surrogatepass: any str has an encoding (frame ids are computed the same way).
+        kind, raw = _TYPE_TEXT, value.encode("utf-8", "surrogatepass")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        # (bool is an int: refusing it keeps True and 1 from meaning the same thing.)
+        if not 0 <= value <= AAD_INT_MAX:
+            raise ValueError("an AAD integer is between 0 and 2**64 - 1")
+        return _TYPE_INT, _U64.pack(value)
+    else:
+        raise TypeError("an AAD value is bytes, str or a non-negative int")
+    if len(raw) > AAD_VALUE_BYTES_MAX:
+        raise LimitError("aad_value_bytes_max", len(raw), AAD_VALUE_BYTES_MAX)
+    return kind, raw

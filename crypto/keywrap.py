@@ -7,7 +7,7 @@ a fresh ``SecretKey`` buffer, never into immutable bytes.
 
 from __future__ import annotations
 
-from memoryd.crypto.aad import DATA_KEY_PURPOSE, VAULT_KEY_PURPOSE, Aad
+from memoryd.crypto.aad import DATA_KEY_PURPOSE, VAULT_KEY_PURPOSE, Aad, key_aad
 from memoryd.crypto.envelope import (
     OVERHEAD_BYTES,
     EnvelopeKey,
@@ -36,9 +36,9 @@ def unwrap_key(wrapping: EnvelopeKey, wrapped: bytes, aad: Aad) -> SecretKey:
 
 def vault_key_aad(keyring_id: bytes, vault_key_id: int) -> Aad:
     """What a wrapped vault key is bound to: its keyring and its id."""
-    return Aad.of(VAULT_KEY_PURPOSE, keyring=keyring_id, vault_key_id=vault_key_id)
+    return key_aad(VAULT_KEY_PURPOSE, keyring_id, "vault_key_id", vault_key_id)
 
 
 def data_key_aad(keyring_id: bytes, data_key_id: int) -> Aad:
     """What a wrapped data key is bound to: its keyring and its id."""
-    return Aad.of(DATA_KEY_PURPOSE, keyring=keyring_id, data_key_id=data_key_id)
+    return key_aad(DATA_KEY_PURPOSE, keyring_id, "data_key_id", data_key_id)

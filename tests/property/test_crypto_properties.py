@@ -23,6 +23,7 @@ from memoryd.crypto import (
     frame_aad,
     frame_key_id,
 )
+from memoryd.crypto.aad import FRAME_PURPOSE
 from memoryd.crypto.envelope import read_header
 from memoryd.crypto.keyring_file import decode_keyring_file
 from memoryd.crypto.keystore import ENTRY_BYTES, EntryState, decode_entry
@@ -172,6 +173,15 @@ def test_aad_encoding_is_injective(left: Aad, right: Aad) -> None:
         return aad.purpose, tuple((k, type(v), v) for k, v in aad.fields)
 
     assert (left.encode() == right.encode()) == (typed(left) == typed(right))
+
+
+@settings(max_examples=300, deadline=None)
+@given(frame_id=st.text(max_size=60), namespace=st.text(max_size=60), seq=st.integers(0, 2**64 - 1))
+def test_the_frame_aad_fast_path_equals_the_general_encoding(
+    frame_id: str, namespace: str, seq: int
+) -> None:
+    general = Aad.of(FRAME_PURPOSE, id=frame_id, ns=namespace, seq=seq)
+    assert frame_aad(frame_id, namespace, seq).encode() == general.encode()
 
 
 # -- the keyring against a model -------------------------------------------------------

@@ -7,7 +7,14 @@ import struct
 import pytest
 
 from memoryd.crypto import Aad, LimitError, frame_aad
-from memoryd.crypto.aad import AAD_FIELDS_MAX, AAD_VALUE_BYTES_MAX, FRAME_PURPOSE
+from memoryd.crypto.aad import (
+    AAD_FIELDS_MAX,
+    AAD_VALUE_BYTES_MAX,
+    DATA_KEY_PURPOSE,
+    FRAME_PURPOSE,
+    VAULT_KEY_PURPOSE,
+)
+from memoryd.crypto.keywrap import data_key_aad, vault_key_aad
 from tests.unit.crypto_support import crypto_audit, raises
 
 __all__ = ["crypto_audit"]
@@ -87,3 +94,36 @@ def test_limits_are_named() -> None:
 
 def test_text_with_lone_surrogates_still_encodes() -> None:
     assert frame_aad("id", "\udcff", 1).encode() != frame_aad("id", "\udcfe", 1).encode()
+
+
+@pytest.mark.parametrize(
+    ("frame_id", "namespace", "seq"),
+    [("", "", 0), ("ab", "default", 7), ("é" * 40, "名前", 2**64 - 1), ("\udcff", "x" * 4096, 1)],
+)
+def test_the_frame_fast_path_matches_the_general_encoding(
+    frame_id: str, namespace: str, seq: int
+) -> None:
+    fast = frame_aad(frame_id, namespace, seq)
+    general = Aad.of(FRAME_PURPOSE, id=frame_id, ns=namespace, seq=seq)
+    assert fast.encode() == general.encode() and fast == general
+
+
+def test_the_key_fast_paths_match_the_general_encoding() -> None:
+    for keyring_id in (bytes(16), bytes(range(16)), b"\xff" * 16):
+        for key_id in (0, 1, 2**40 + 3, 2**64 - 1):
+            assert data_key_aad(keyring_id, key_id) == Aad.of(
+                DATA_KEY_PURPOSE, keyring=keyring_id, data_key_id=key_id
+            )
+            assert data_key_aad(keyring_id, key_id).encode() == (
+                Aad.of(DATA_KEY_PURPOSE, keyring=keyring_id, data_key_id=key_id).encode()
+            )
+            assert vault_key_aad(keyring_id, key_id).encode() == (
+                Aad.of(VAULT_KEY_PURPOSE, keyring=keyring_id, vault_key_id=key_id).encode()
+            )
+
+
+def test_the_frame_fast_path_checks_its_values() -> None:
+    with raises(LimitError):
+        frame_aad("id", "x" * (AAD_VALUE_BYTES_MAX + 1), 1)
+    with raises(ValueError):
+        frame_aad("id", "ns", -1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import stat
 from pathlib import Path
@@ -183,17 +184,13 @@ def test_a_re_signed_keyring_with_a_damaged_vault_key_is_still_caught(keys_dir: 
     keyring.close()
     ((_, wrapped),) = file.wrapped_vault_keys
     for i in range(len(wrapped)):
-        edited = type(file)(**{**_fields(file), "wrapped_vault_keys": ((1, flipped(wrapped, i)),)})
+        edited = dataclasses.replace(file, wrapped_vault_keys=((1, flipped(wrapped, i)),))
         (keys_dir / "keyring").write_bytes(encode_keyring_file(edited, mac_key))
         again = Keyring.open(keys_dir)
         with raises(TamperedError) as info:
             again.unlock(passphrase_master())
         assert isinstance(info.value, TamperedError) and info.value.what == "vault key"
         again.close()
-
-
-def _fields(file: object) -> dict[str, object]:
-    return {name: getattr(file, name) for name in file.__slots__}  # type: ignore[attr-defined]
 
 
 def test_a_truncated_or_padded_keyring_file_is_refused(keys_dir: Path) -> None:

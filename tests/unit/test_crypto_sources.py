@@ -32,7 +32,7 @@ def _random_uses(path: Path) -> list[tuple[str, str]]:
             inner = function
             if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
                 inner = child.name
-            name = None
+            name = ""
             if isinstance(child, ast.Attribute):
                 name = child.attr
             elif isinstance(child, ast.Name):
@@ -100,7 +100,9 @@ def test_dataclass_fields_holding_keys_or_wrapped_bytes_are_left_out_of_repr() -
     secretive = ("SecretKey", "EnvelopeKey", "HMAC", "bytearray")
     checked = 0
     for module in MODULES:
-        for _, cls in inspect.getmembers(module, dataclasses.is_dataclass):
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if not dataclasses.is_dataclass(cls):
+                continue
             for f in dataclasses.fields(cls):
                 kind = str(f.type)
                 wrapped_bytes = "wrapped" in f.name and "bytes" in kind
