@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -93,6 +94,28 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return loaded_config_from_args(args).config
 
 
+# The youngest generation is collected after this many net allocations instead
+# of CPython's 700.  Every request allocates dozens of short-lived containers
+# (the parsed request, its validated form, futures, results), so by default a
+# collection ran every few dozen pipelined puts, each walking all young
+# objects: about a quarter of a pipelined put's daemon CPU (32-37 -> 25-27 us).
+# Cyclic garbage waits a little longer for it: a few MB at most.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_heap() -> None:
+    """Once serving: keep what start-up built out of every later collection.
+
+    The modules, the replayed projection and the indexes live as long as the
+    daemon; gc.freeze() moves them out of the generations the collector walks
+    (after one last collection of start-up's garbage).
+    """
+    gc.collect()
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
@@ -108,7 +131,7 @@ def run_serve(args: argparse.Namespace) -> int:
     daemon = Daemon(config, reload_config=lambda: config_from_args(args))
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(daemon.run())
+            return runner.run(daemon.run(on_ready=settle_heap))
     except (StartupError, DataDirLockedError, LogCorruptionError) as exc:
         log.error("cannot start: %s", exc)
         return EXIT_STARTUP_FAILED
