@@ -199,8 +199,12 @@ class Keyring:
         longer be opened.  Works locked or unlocked.  Take the ids from the
         sealed blobs with ``frame_key_id``.
         """
+        ids = list(data_key_ids)
         with self._mutex:
-            return self._store.destroy(list(data_key_ids))
+            if self._unlocked is not None:
+                # Only a forged blob names a key not yet handed out; never seal with it.
+                self._unlocked._drop_from_pool(ids)
+            return self._store.destroy(ids)
 
     def compact(self) -> CompactionReport:
         """Rewrite the data key store without destroyed entries (atomic)."""

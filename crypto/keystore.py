@@ -37,6 +37,7 @@ from memoryd.crypto.errors import (
     CryptoError,
     ForgottenError,
     KeyringError,
+    LimitError,
     TamperedError,
 )
 from memoryd.crypto.fsio import pread_exact, pwrite_all, replace_atomically
@@ -50,6 +51,8 @@ ENTRY_BYTES = 96
 DATA_KEY_ID_MAX = 2**64 - 1
 SCAN_CHUNK_ENTRIES = 4096  # entries read per pread while scanning (384 KiB)
 INDEX_BYTES_PER_KEY = 100  # what one id -> offset pair costs in a dict, roughly (for stats)
+# Private frames per keyring: bounds the in-memory index (about 1 GB) and the file (960 MB).
+DATA_KEYS_LIVE_MAX = 10_000_000
 
 _HEADER = struct.Struct("<4sB3s16sQ60sI")  # magic, version, reserved, keyring id, next id, ...
 _ENTRY = struct.Struct(f"<B3sQ{WRAPPED_KEY_BYTES}s5sI")  # state, reserved, id, wrapped, ...
@@ -315,6 +318,11 @@ class KeyStore:
     def end(self) -> int:
         return self._end
 
+    def vault_key_of(self, key_id: int) -> int | None:
+        """The vault key id wrapping live data key ``key_id``, or None if it is not live."""
+        offset = self._index.get(key_id)
+        return None if offset is None else self._vault_of[offset]
+
     def counts(self) -> StoreCounts:
         return StoreCounts(
             live=len(self._index),
@@ -331,14 +339,17 @@ class KeyStore:
 
     def allocate_ids(self, count: int) -> range:
         """``count`` fresh data key ids (never used before in this store)."""
+        if len(self._index) + count > DATA_KEYS_LIVE_MAX:
+            raise LimitError("data_keys_live_max", len(self._index) + count, DATA_KEYS_LIVE_MAX)
         first = self._next_key_id
         if first + count - 1 > DATA_KEY_ID_MAX:
             raise CryptoError("data key ids are exhausted")
         self._next_key_id = first + count
         return range(first, first + count)
 
-    def append(self, entries: list[tuple[int, bytes]]) -> None:
-        """Append live entries ``(key id, wrapped key)`` with one write, durably."""
+    def append(self, entries: list[tuple[int, bytes]], vault_key_id: int) -> None:
+        """Append live entries ``(key id, wrapped key)``, all wrapped by ``vault_key_id``,
+        with one write, durably."""
         self._prepare_write()
         data = b"".join(encode_entry(key_id, wrapped) for key_id, wrapped in entries)
         try:
@@ -348,8 +359,7 @@ class KeyStore:
             self._needs_cut = True  # whatever reached the file is cut before the next write
             self._file_bytes = max(self._file_bytes, os.fstat(self._fd).st_size)
             raise
-        for i, (key_id, wrapped) in enumerate(entries):
-            vault_key_id = read_header(wrapped).key_id
+        for i, (key_id, _) in enumerate(entries):
             self._add_live(key_id, self._end + i * ENTRY_BYTES, vault_key_id)
         self._end += len(data)
         self._file_bytes = max(self._file_bytes, self._end)
@@ -370,14 +380,15 @@ class KeyStore:
         self._destroyed += len(offsets)
         return len(live)
 
-    def rewrap(self, replacements: list[tuple[Entry, bytes]]) -> None:
-        """Replace each live entry by one with the same id and a new wrapped key (a rotation step).
+    def rewrap(self, replacements: list[tuple[Entry, bytes]], vault_key_id: int) -> None:
+        """Replace each live entry by one with the same id and a key newly wrapped by
+        ``vault_key_id`` (a rotation step).
 
         New entries are appended and synced before the old ones are destroyed.
         """
         if not replacements:
             return
-        self.append([(old.key_id, wrapped) for old, wrapped in replacements])
+        self.append([(old.key_id, wrapped) for old, wrapped in replacements], vault_key_id)
         # append() made the new entries the live ones; the old are now superseded.
         self._destroy_superseded()
 

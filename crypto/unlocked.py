@@ -72,7 +72,7 @@ class UnlockedKeyring:
         self._pool: deque[tuple[int, SecretKey]] = deque()
         self._blinder = self._make_blinder()
         self._rotation_cursor = HEADER_BYTES  # where the next rotation step reads from
-        self._unreadable: set[int] = set()  # offsets of old-key entries that did not unwrap
+        self._unreadable: set[int] = set()  # ids of old-key data keys that did not unwrap
 
     def __repr__(self) -> str:
         state = "locked" if self.locked else "unlocked"
@@ -165,7 +165,7 @@ class UnlockedKeyring:
                 (key_id, wrap_key(current.envelope, key, data_key_aad(self._keyring_id, key_id)))
                 for key_id, key in zip(ids, keys, strict=True)
             ]
-            store.append(entries)  # durable before any of these keys seals anything
+            store.append(entries, current.key_id)  # durable before any key seals anything
         except BaseException:
             for key in keys:
                 key.wipe()
@@ -278,16 +278,20 @@ class UnlockedKeyring:
             old, new = self._rotation_keys()
             store = self._keyring._store
             entries, cursor = store.live_under(old.key_id, self._rotation_cursor, keys_max)
+            if not entries and self._rotation_cursor > HEADER_BYTES:
+                # Past the end: start over, since a compaction may have moved old-key
+                # entries behind the cursor.  (Re-wrapped entries are skipped cheaply.)
+                entries, cursor = store.live_under(old.key_id, HEADER_BYTES, keys_max)
             replacements: list[tuple[Entry, bytes]] = []
             for entry in entries:
-                if entry.offset in self._unreadable:
+                if entry.key_id in self._unreadable:
                     continue
                 rewrapped = self._rewrap(entry, old, new)
                 if rewrapped is None:
-                    self._unreadable.add(entry.offset)
+                    self._unreadable.add(entry.key_id)
                 else:
                     replacements.append((entry, rewrapped))
-            store.rewrap(replacements)
+            store.rewrap(replacements, new.key_id)
             self._rotation_cursor = cursor
             return self._progress(old.key_id, new.key_id)
 
@@ -348,7 +352,10 @@ class UnlockedKeyring:
             data_key.wipe()
 
     def _progress(self, old_id: int, new_id: int) -> RotationProgress:
-        live = self._keyring._store.counts().live_by_vault_key
+        store = self._keyring._store
+        live = store.counts().live_by_vault_key
+        # A key found unreadable may have been forgotten since: count the live ones only.
+        self._unreadable = {k for k in self._unreadable if store.vault_key_of(k) == old_id}
         return RotationProgress(
             old_vault_key_id=old_id,
             new_vault_key_id=new_id,
@@ -356,6 +363,17 @@ class UnlockedKeyring:
             rewrapped=live.get(new_id, 0),
             unreadable=len(self._unreadable),
         )
+
+    def _drop_from_pool(self, key_ids: list[int]) -> None:
+        """Wipe and drop pool keys about to be destroyed (the keyring's mutex is held)."""
+        doomed = set(key_ids)
+        kept: deque[tuple[int, SecretKey]] = deque()
+        for key_id, key in self._pool:
+            if key_id in doomed:
+                key.wipe()
+            else:
+                kept.append((key_id, key))
+        self._pool = kept
 
     # -- locking -------------------------------------------------------------------
 

@@ -306,3 +306,13 @@ def test_blinded_terms(vault: UnlockedKeyring, tmp_path: Path) -> None:
     assert vault.blind_term("quokka") == token  # the master does not touch the index key
     vault.begin_rotation()
     assert vault.index_key_id == 2 and vault.blind_term("quokka") != token
+
+
+def test_forgetting_a_key_still_in_the_pool_keeps_it_from_sealing(vault: UnlockedKeyring) -> None:
+    first = vault.seal_frame(b"first", aad_for(0))
+    next_id = frame_key_id(first) + 1  # in the pool, not handed out (a forged blob could name it)
+    vault.keyring.forget([next_id])
+    blobs = [vault.seal_frame(plaintext_for(i), aad_for(i)) for i in range(1, 300)]
+    assert next_id not in {frame_key_id(b) for b in blobs}
+    for i, blob in enumerate(blobs, start=1):
+        assert vault.open_frame(blob, aad_for(i)) == plaintext_for(i)
