@@ -168,7 +168,9 @@ class Service:
         in_flight = self._in_flight
         stamp = now_ms()
         for index, item in enumerate(inputs):
-            fid = frame_id(item.namespace, item.kind, item.content)
+            # One unpacking rather than eleven attribute reads of the named tuple.
+            content, namespace, kind, tags, importance, metadata, private, source, when = item
+            fid = frame_id(namespace, kind, content)
             slot = table_get(fid)
             if slot is not None:
                 results[index] = _existing(fid, slot)
@@ -180,19 +182,19 @@ class Service:
                 repeats.append((index, frames[fid]))
                 waits[committed] = None
             else:
-                timestamp_ms = stamp if item.timestamp_ms is None else item.timestamp_ms
+                timestamp_ms = stamp if when is None else when
                 new[fid] = Frame(
                     fid,
                     0,
                     timestamp_ms,
-                    item.namespace,
-                    item.kind,
-                    item.content,
-                    item.tags,
-                    item.importance,
-                    item.metadata,
-                    item.private,
-                    item.source,
+                    namespace,
+                    kind,
+                    content,
+                    tags,
+                    importance,
+                    metadata,
+                    private,
+                    source,
                 )
                 written.append(index)
 
@@ -222,9 +224,7 @@ class Service:
             return answer() if answer is not None else None
 
         committed = self._writer.submit(events, apply, forget)
-        entry = (committed, new)
-        for fid in new:
-            in_flight[fid] = entry
+        in_flight.update(dict.fromkeys(new, (committed, new)))
         return committed
 
     def delete(self, args: dict[str, Any]) -> Result:
