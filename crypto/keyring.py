@@ -141,9 +141,10 @@ class Keyring:
 
     def close(self) -> None:
         """Lock (if unlocked) and close the files."""
+        unlocked = self._unlocked
+        if unlocked is not None:
+            unlocked.lock()  # takes the pool lock before the mutex: not under the mutex
         with self._mutex:
-            if self._unlocked is not None:
-                self._unlocked.lock()
             self._store.close()
 
     # -- unlocking -----------------------------------------------------------------
@@ -200,10 +201,11 @@ class Keyring:
         sealed blobs with ``frame_key_id``.
         """
         ids = list(data_key_ids)
+        unlocked = self._unlocked
+        if unlocked is not None:
+            # Only a forged blob names a key not yet handed out; never seal with it.
+            unlocked._drop_from_pool(ids)
         with self._mutex:
-            if self._unlocked is not None:
-                # Only a forged blob names a key not yet handed out; never seal with it.
-                self._unlocked._drop_from_pool(ids)
             return self._store.destroy(ids)
 
     def compact(self) -> CompactionReport:

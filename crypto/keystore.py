@@ -318,6 +318,10 @@ class KeyStore:
     def end(self) -> int:
         return self._end
 
+    def is_live_at(self, key_id: int, offset: int) -> bool:
+        """Whether ``key_id``'s live entry is still the one at ``offset``."""
+        return self._index.get(key_id) == offset
+
     def vault_key_of(self, key_id: int) -> int | None:
         """The vault key id wrapping live data key ``key_id``, or None if it is not live."""
         offset = self._index.get(key_id)
@@ -444,10 +448,18 @@ class KeyStore:
         self._superseded = []
 
     def _overwrite_destroyed(self, offsets: list[tuple[int, int]]) -> None:
+        """Overwrite entries with their destroyed form; adjacent ones in one write."""
         if not offsets:
             return
-        for offset, key_id in offsets:
-            pwrite_all(self._fd, encode_entry(key_id, None), offset)
+        run_start, run = -1, bytearray()
+        for offset, key_id in sorted(offsets):
+            if run and offset != run_start + len(run):
+                pwrite_all(self._fd, bytes(run), run_start)
+                run = bytearray()
+            if not run:
+                run_start = offset
+            run += encode_entry(key_id, None)
+        pwrite_all(self._fd, bytes(run), run_start)
         os.fdatasync(self._fd)
 
     def _require_writable(self) -> None:

@@ -7,11 +7,18 @@ I/O of its own except, once every ``DATA_KEY_POOL_KEYS`` seals, one append and
 one fdatasync to refill the pool (``fill_data_key_pool`` does that ahead of
 time).  The pool's unused keys are destroyed on ``lock``; after a crash they
 stay in the store, unused (at most ``DATA_KEY_POOL_KEYS`` per crash).
+
+Threads: every method may be called from any thread.  Seals take keys from the
+pool under a lock of their own and need the keyring's mutex only to refill;
+opens, rotation writes and forgets take the mutex; a rotation step re-wraps
+its keys outside the mutex.  So a background rotation leaves seals and opens
+running (benchmarks/results/crypto.md measures it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -40,7 +47,9 @@ if TYPE_CHECKING:
     from memoryd.crypto.keyring import Keyring
 
 DATA_KEY_POOL_KEYS = 256  # keys made (and synced) per refill: one fdatasync per 256 seals
-ROTATION_STEP_KEYS_MAX = 1024  # data keys re-wrapped per rotation step, by default
+# Data keys re-wrapped per rotation step, by default: small, so that a step's two
+# writes (under the mutex) and its CPU time (under the GIL) stay short.
+ROTATION_STEP_KEYS_MAX = 256
 ROTATION_STEP_KEYS_LIMIT = 65536  # the most one step may take (it holds the mutex throughout)
 
 
@@ -69,6 +78,9 @@ class UnlockedKeyring:
         self._mac_key: SecretKey | None = mac_key
         self._wrap: HeldKey | None = wrap
         self._vaults = vaults  # by vault key id: the current one, and the old during a rotation
+        # The pool has its own lock, so that a seal waits for the keyring's mutex only
+        # when the pool is empty.  Order: pool lock, then mutex, never the other way.
+        self._pool_lock = threading.Lock()
         self._pool: deque[tuple[int, SecretKey]] = deque()
         self._blinder = self._make_blinder()
         self._rotation_cursor = HEADER_BYTES  # where the next rotation step reads from
@@ -105,10 +117,11 @@ class UnlockedKeyring:
         """
         if len(plaintext) > PLAINTEXT_BYTES_MAX:
             raise LimitError("plaintext_bytes_max", len(plaintext), PLAINTEXT_BYTES_MAX)
-        with self._keyring._mutex:
+        with self._pool_lock:
             self._require_unlocked()
             if not self._pool:
-                self._refill_pool()
+                with self._keyring._mutex:
+                    self._refill_pool()
             key_id, data_key = self._pool.popleft()
         try:
             return seal_envelope(EnvelopeKey(KeyKind.DATA, key_id, data_key), plaintext, aad)
@@ -149,13 +162,16 @@ class UnlockedKeyring:
         For the daemon to call off the request path (its writer thread, after a
         group) so that seals never wait for the refill's fdatasync.
         """
-        with self._keyring._mutex:
+        with self._pool_lock:
             self._require_unlocked()
             if len(self._pool) >= DATA_KEY_POOL_KEYS // 2:
                 return 0
-            return self._refill_pool()
+            with self._keyring._mutex:
+                return self._refill_pool()
 
     def _refill_pool(self) -> int:
+        """Make a batch of data keys, durably (both locks are held)."""
+        self._require_unlocked()
         store = self._keyring._store
         current = self._vaults[self._current_id]
         ids = store.allocate_ids(DATA_KEY_POOL_KEYS)
@@ -270,7 +286,10 @@ class UnlockedKeyring:
         """Re-wrap up to ``keys_max`` data keys from the old vault key to the new; progress.
 
         Each step is durable on return and safe to interrupt at any point;
-        call it until ``done``, then ``finish_rotation``.
+        call it until ``done``, then ``finish_rotation``.  The re-wrapping runs
+        without holding the keyring's mutex, so seals and opens go on meanwhile;
+        an entry forgotten (or moved by a compaction) in between is left for a
+        later step.
         """
         if not 1 <= keys_max <= ROTATION_STEP_KEYS_LIMIT:
             raise LimitError("rotation_step_keys_limit", keys_max, ROTATION_STEP_KEYS_LIMIT)
@@ -282,15 +301,18 @@ class UnlockedKeyring:
                 # Past the end: start over, since a compaction may have moved old-key
                 # entries behind the cursor.  (Re-wrapped entries are skipped cheaply.)
                 entries, cursor = store.live_under(old.key_id, HEADER_BYTES, keys_max)
-            replacements: list[tuple[Entry, bytes]] = []
-            for entry in entries:
-                if entry.key_id in self._unreadable:
-                    continue
-                rewrapped = self._rewrap(entry, old, new)
-                if rewrapped is None:
-                    self._unreadable.add(entry.key_id)
-                else:
-                    replacements.append((entry, rewrapped))
+            entries = [e for e in entries if e.key_id not in self._unreadable]
+        rewrapped = [(entry, self._rewrap(entry, old, new)) for entry in entries]
+        with self._keyring._mutex:
+            now_old, now_new = self._rotation_keys()
+            if now_old is not old or now_new is not new:
+                raise RotationError("the rotation changed during the step")
+            self._unreadable |= {entry.key_id for entry, wrapped in rewrapped if wrapped is None}
+            replacements = [
+                (entry, wrapped)
+                for entry, wrapped in rewrapped
+                if wrapped is not None and store.is_live_at(entry.key_id, entry.offset)
+            ]
             store.rewrap(replacements, new.key_id)
             self._rotation_cursor = cursor
             return self._progress(old.key_id, new.key_id)
@@ -365,15 +387,16 @@ class UnlockedKeyring:
         )
 
     def _drop_from_pool(self, key_ids: list[int]) -> None:
-        """Wipe and drop pool keys about to be destroyed (the keyring's mutex is held)."""
+        """Wipe and drop pool keys about to be destroyed (before the mutex is taken)."""
         doomed = set(key_ids)
-        kept: deque[tuple[int, SecretKey]] = deque()
-        for key_id, key in self._pool:
-            if key_id in doomed:
-                key.wipe()
-            else:
-                kept.append((key_id, key))
-        self._pool = kept
+        with self._pool_lock:
+            kept: deque[tuple[int, SecretKey]] = deque()
+            for key_id, key in self._pool:
+                if key_id in doomed:
+                    key.wipe()
+                else:
+                    kept.append((key_id, key))
+            self._pool = kept
 
     # -- locking -------------------------------------------------------------------
 
@@ -385,7 +408,7 @@ class UnlockedKeyring:
         that write fails, the keys in memory are wiped all the same and the
         OSError is raised after.
         """
-        with self._keyring._mutex:
+        with self._pool_lock, self._keyring._mutex:
             if self.locked:
                 return
             unused = [key_id for key_id, _ in self._pool]
@@ -396,20 +419,20 @@ class UnlockedKeyring:
                 self._wipe_all()
 
     def _wipe_all(self) -> None:
-        with self._keyring._mutex:
-            while self._pool:
-                self._pool.popleft()[1].wipe()
-            for vault in self._vaults.values():
-                vault.wipe()
-            self._vaults.clear()
-            assert self._mac_key is not None and self._wrap is not None
-            self._mac_key.wipe()
-            self._wrap.wipe()
-            self._mac_key = self._wrap = None
-            if self._blinder is not None:
-                self._blinder.wipe()
-                self._blinder = None
-            self._keyring._forget_unlocked()
+        """Wipe and drop every key (both locks are held)."""
+        while self._pool:
+            self._pool.popleft()[1].wipe()
+        for vault in self._vaults.values():
+            vault.wipe()
+        self._vaults.clear()
+        assert self._mac_key is not None and self._wrap is not None
+        self._mac_key.wipe()
+        self._wrap.wipe()
+        self._mac_key = self._wrap = None
+        if self._blinder is not None:
+            self._blinder.wipe()
+            self._blinder = None
+        self._keyring._forget_unlocked()
 
     # -- helpers -------------------------------------------------------------------
 
@@ -450,5 +473,5 @@ class UnlockedKeyring:
         assert self._blinder is not None
         assert self._blinder.index_key_id == file.current_vault_key_id
         store = self._keyring._store
-        for key_id, _ in self._pool:
+        for key_id, _ in list(self._pool):
             assert store.get(key_id).vault_key_id in self._vaults

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -254,3 +255,38 @@ def test_a_compaction_in_the_middle_of_a_rotation_does_not_strand_keys(
         pytest.fail("the rotation never finished")
     vault.finish_rotation()
     assert_readable(vault, {i: b for i, b in blobs.items() if i % 3 or i == 30})
+
+
+def test_seals_opens_and_forgets_go_on_while_another_thread_rotates(
+    vault: UnlockedKeyring,
+) -> None:
+    blobs = {i: vault.seal_frame(plaintext_for(i), aad_for(i)) for i in range(600)}
+    vault.begin_rotation()
+    failures: list[BaseException] = []
+
+    def rotate() -> None:
+        try:
+            while not vault.rotate_step(keys_max=64).done:
+                pass
+        except BaseException as exc:  # reported to the main thread below
+            failures.append(exc)
+
+    worker = threading.Thread(target=rotate)
+    worker.start()
+    forgotten = set()
+    for i in range(600, 900):
+        blobs[i] = vault.seal_frame(plaintext_for(i), aad_for(i))
+        assert vault.open_frame(blobs[i - 300], aad_for(i - 300)) == plaintext_for(i - 300)
+        if i % 50 == 0:
+            vault.keyring.forget([frame_key_id(blobs[i - 500])])
+            forgotten.add(i - 500)
+    worker.join()
+    assert not failures
+    while not vault.rotate_step().done:  # keys made by refills during the run were new-key
+        pass
+    vault.finish_rotation()
+    vault.keyring._check()
+    assert_readable(vault, {i: b for i, b in blobs.items() if i not in forgotten})
+    for i in forgotten:
+        with raises(ForgottenError):
+            vault.open_frame(blobs[i], aad_for(i))
