@@ -50,7 +50,7 @@ DATA_KEY_POOL_KEYS = 256  # keys made (and synced) per refill: one fdatasync per
 # Data keys re-wrapped per rotation step, by default: small, so that a step's two
 # writes (under the mutex) and its CPU time (under the GIL) stay short.
 ROTATION_STEP_KEYS_MAX = 256
-ROTATION_STEP_KEYS_LIMIT = 65536  # the most one step may take (it holds the mutex throughout)
+ROTATION_STEP_KEYS_LIMIT = 65536  # the most one step may take (its scan and writes hold the mutex)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,7 @@ class UnlockedKeyring:
         # when the pool is empty.  Order: pool lock, then mutex, never the other way.
         self._pool_lock = threading.Lock()
         self._pool: deque[tuple[int, SecretKey]] = deque()
-        self._blinder = self._make_blinder()
+        self._blinder: TermBlinder | None = self._make_blinder()
         self._rotation_cursor = HEADER_BYTES  # where the next rotation step reads from
         self._unreadable: set[int] = set()  # ids of old-key data keys that did not unwrap
 
@@ -326,13 +326,15 @@ class UnlockedKeyring:
                 return None
             return self._progress(file.rotating_from, file.current_vault_key_id)
 
-    def finish_rotation(self) -> None:
+    def finish_rotation(self, *, compact: bool = True) -> None:
         """End a rotation whose steps are done: destroy the old vault key, compact the store.
 
         RotationError if data keys are still wrapped by the old vault key.  The
         keyring file is replaced first (the old vault key is gone from then on),
         then the store is compacted; a crash between leaves only destroyed
-        entries for a later ``compact``.
+        entries for a later ``compact``.  Compaction holds the keyring's mutex
+        (opens wait) for about 6 µs per data key: pass ``compact=False`` to
+        leave it to ``Keyring.compact`` at a quieter time.
         """
         with self._keyring._mutex:
             old, new = self._rotation_keys()
@@ -353,7 +355,8 @@ class UnlockedKeyring:
             del self._vaults[old.key_id]
             old.wipe()
             self._unreadable = set()
-            self._keyring._store.compact()
+            if compact:
+                self._keyring._store.compact()
 
     def _rotation_keys(self) -> tuple[HeldKey, HeldKey]:
         self._require_unlocked()
@@ -444,7 +447,7 @@ class UnlockedKeyring:
     def _current_id(self) -> int:
         return self._keyring._file.current_vault_key_id
 
-    def _make_blinder(self) -> TermBlinder | None:
+    def _make_blinder(self) -> TermBlinder:
         current = self._vaults[self._current_id]
         return TermBlinder(current.secret, self._keyring_id, current.key_id)
 

@@ -290,3 +290,16 @@ def test_seals_opens_and_forgets_go_on_while_another_thread_rotates(
     for i in forgotten:
         with raises(ForgottenError):
             vault.open_frame(blobs[i], aad_for(i))
+
+
+def test_finishing_can_leave_compaction_for_later(vault: UnlockedKeyring) -> None:
+    blobs = {i: vault.seal_frame(plaintext_for(i), aad_for(i)) for i in range(5)}
+    vault.begin_rotation()
+    while not vault.rotate_step().done:
+        pass
+    vault.finish_rotation(compact=False)
+    counts = vault.keyring.info().data_keys
+    assert counts.destroyed > 0 and set(counts.live_by_vault_key) == {2}
+    assert_readable(vault, blobs)
+    assert vault.keyring.compact().dropped_destroyed == counts.destroyed
+    assert_readable(vault, blobs)
