@@ -7,8 +7,7 @@ location, its timestamp, namespace and kind.  Contents stay in the log and are
 read with one ``pread`` per frame.
 
 Memory: per frame, one dict entry (id -> seq) plus a slot tuple, and one key
-in each of three sorted key sets (``OrderKeys``: global, namespace,
-namespace+kind).
+in each of three sorted lists (global, namespace, namespace+kind).
 
 Chronological keys pack ``(timestamp_ms, seq)`` into one int,
 ``timestamp_ms * SEQ_SPACE + seq``, so that sorted lists hold plain ints and
@@ -24,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from memoryd.storage.order_keys import OrderKeys
+from sortedcontainers import SortedList
 
 SEQ_SPACE = 1 << 40  # sequence numbers stay below ~1.1e12; checked in apply_put
 # 9999-12-31T23:59:59.999Z: the last instant ISO-8601 dates name.  Keys are
@@ -76,9 +75,9 @@ class FrameTable:
 
     def __init__(self) -> None:
         self._by_id: dict[str, FrameSlot] = {}
-        self._all = OrderKeys()
-        self._by_namespace: dict[str, OrderKeys] = {}
-        self._by_namespace_kind: dict[tuple[str, str], OrderKeys] = {}
+        self._all = SortedList()
+        self._by_namespace: dict[str, SortedList] = {}
+        self._by_namespace_kind: dict[tuple[str, str], SortedList] = {}
         self._key_to_id: dict[int, str] = {}
         self.frames_deleted = 0
 
@@ -107,11 +106,11 @@ class FrameTable:
         self._all.add(key)
         keys = self._by_namespace.get(namespace)
         if keys is None:
-            keys = self._by_namespace[namespace] = OrderKeys()
+            keys = self._by_namespace[namespace] = SortedList()
         keys.add(key)
         keys = self._by_namespace_kind.get((namespace, kind))
         if keys is None:
-            keys = self._by_namespace_kind[(namespace, kind)] = OrderKeys()
+            keys = self._by_namespace_kind[(namespace, kind)] = SortedList()
         keys.add(key)
         return True
 
@@ -183,11 +182,11 @@ class FrameTable:
         *,
         reverse: bool,
     ) -> Iterator[int]:
-        lists: list[OrderKeys]
+        lists: list[SortedList]
         if namespace is not None and kind is not None:
-            lists = [self._by_namespace_kind.get((namespace, kind), OrderKeys())]
+            lists = [self._by_namespace_kind.get((namespace, kind), SortedList())]
         elif namespace is not None:
-            lists = [self._by_namespace.get(namespace, OrderKeys())]
+            lists = [self._by_namespace.get(namespace, SortedList())]
         elif kind is not None:
             # Kind alone: merge that kind's list from every namespace rather than
             # filtering the global list, so a rare kind never costs a long walk.
@@ -215,10 +214,7 @@ class FrameTable:
         assert len(self._by_id) == len(self._all) == len(self._key_to_id)
         assert sum(len(v) for v in self._by_namespace.values()) == len(self._all)
         assert sum(len(v) for v in self._by_namespace_kind.values()) == len(self._all)
-        for keys in (self._all, *self._by_namespace.values(), *self._by_namespace_kind.values()):
-            keys._check()
         for frame_id, slot in self._by_id.items():
             assert self._key_to_id[slot.key] == frame_id
-            assert slot.key in self._all
             assert slot.key in self._by_namespace[slot.namespace]
             assert slot.key in self._by_namespace_kind[(slot.namespace, slot.kind)]
