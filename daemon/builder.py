@@ -142,17 +142,22 @@ class Builder:
 
     async def _step(self) -> None:
         """Read and prepare the next chunk's records on the builder thread (decoding
-        and embedding are the slow part), then apply them here, on the loop thread,
-        where searches run, so that a search never sees half a chunk."""
+        and embedding are the slow part), apply them here, on the loop thread,
+        where searches run, so that a search never sees half a chunk, then write
+        the chunk file on the builder thread."""
         derived = self.derived
         built_seq, resume_at = derived.built_seq, derived.resume_at
-        prepared = await asyncio.get_running_loop().run_in_executor(
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(
             self._executor, self._read_and_prepare, built_seq, resume_at
         )
         if prepared.entries:
             step = derived.apply(prepared)
             if self.on_built is not None:
                 self.on_built(step)
+            # File creation can wait behind the log's fdatasync (ext4 orders them),
+            # so the chunk is written on the builder thread, never on the loop.
+            await loop.run_in_executor(self._executor, derived.store_chunk, step.frames)
         self.steps += 1
         self.last_progress_monotonic = time.monotonic()
 

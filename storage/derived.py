@@ -127,8 +127,10 @@ class DerivedState:
     unbuildable: list[Unbuildable] = field(default_factory=list)
 
     def build(self, entries: Sequence[LogEntry]) -> BuildStep:
-        """Fold ``entries`` (consecutive, in log order); says what changed."""
-        return self.apply(self.prepare(entries))
+        """Fold ``entries`` (consecutive, in log order) and store their chunk."""
+        step = self.apply(self.prepare(entries))
+        self.store_chunk(step.frames)
+        return step
 
     def prepare(self, entries: Sequence[LogEntry]) -> Prepared:
         """Decode ``entries`` and do each index's expensive part.
@@ -153,7 +155,11 @@ class DerivedState:
         return Prepared(entries, events, frames, per_index)
 
     def apply(self, prepared: Prepared) -> BuildStep:
-        """Fold a prepared run into the catalog, a chunk and the indexes."""
+        """Fold a prepared run into the catalog and the indexes (in memory only).
+
+        The frames it added still need ``store_chunk``, which does file I/O and
+        so may run on another thread, in the order the steps were applied.
+        """
         added: list[Frame] = []
         docs: list[int] = []
         positions: list[int] = []  # of each added frame within prepared.frames
@@ -174,7 +180,6 @@ class DerivedState:
             elif event.error is not None:
                 self._note_unbuildable(event.seq, event.error)
         if added:
-            self._count_chunk(write_chunk(self.chunks_dir, added))
             for index, work in zip(self.indexes, prepared.per_index, strict=True):
                 index.add_frames(docs, added, _select(work, positions, len(prepared.frames)))
         # After the additions: a frame put and deleted in one run leaves no trace.
@@ -198,6 +203,11 @@ class DerivedState:
             frame.kind,
             frame.tags,
         )
+
+    def store_chunk(self, frames: Sequence[Frame]) -> None:
+        """Write the immutable chunk of frames one ``apply`` added (nothing if none)."""
+        if frames:
+            self._count_chunk(write_chunk(self.chunks_dir, frames))
 
     def _count_chunk(self, info: ChunkInfo) -> None:
         self.chunks_written += 1

@@ -193,7 +193,7 @@ def test_put_reads_stdin_exactly_less_its_final_line_ending(
     assert memoryd("put")[0] == 0
     set_stdin(monkeypatch, "dash 🚀".encode())
     assert memoryd("put", "-", "--namespace", "n2")[0] == 0
-    set_stdin(monkeypatch, "windows line\r\n".encode())
+    set_stdin(monkeypatch, b"windows line\r\n")
     assert memoryd("put", "--namespace", "n3")[0] == 0
     contents = sorted(f["content"] for f in server.frames.values())
     # Only the one line ending that ends the input goes (what `echo` adds).
