@@ -304,12 +304,10 @@ def test_client_that_never_reads_does_not_stall_others(daemon: DaemonProcess) ->
         except (BrokenPipeError, ConnectionResetError):
             dropped = True
     assert sent > 0
-    other = connect(daemon)
+    other = connect(daemon)  # its socket timeout fails the test if the daemon stalls
     other.hello()
-    started = time.monotonic()
     for i in range(50):
         assert other.call(10 + i, "put", {"content": f"still served {i}"})["ok"]
-    assert time.monotonic() - started < 10.0
     hog.close()
     assert_still_serving(daemon)
 
