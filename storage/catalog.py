@@ -147,8 +147,8 @@ class Catalog:
             mask &= carriers
         return mask
 
-    def memory_bytes(self) -> int:
-        columns = (
+    def _columns(self) -> tuple[_Column, ...]:
+        return (
             self.seq,
             self.timestamp_ms,
             self.importance,
@@ -156,20 +156,15 @@ class Catalog:
             self.kind_code,
             self.alive,
         )
+
+    def memory_bytes(self) -> int:
         per_id = 49 + 32 + 2 * 100  # str object + hex chars + two dict entries, roughly
         tags = sum(len(docs) for docs in self._tag_docs.values()) * 8
-        return sum(c.nbytes() for c in columns) + len(self.ids) * per_id + tags
+        return sum(c.nbytes() for c in self._columns()) + len(self.ids) * per_id + tags
 
     def _check(self) -> None:
         size = len(self.ids)
-        for column in (
-            self.seq,
-            self.timestamp_ms,
-            self.importance,
-            self.namespace_code,
-            self.kind_code,
-            self.alive,
-        ):
+        for column in self._columns():
             assert len(column.view()) == size
         assert int(np.count_nonzero(~self.alive.view())) == self.deleted
         for frame_id, doc in self.doc_of.items():

@@ -55,3 +55,20 @@ def top_k(docs: IntArray, scores: FloatArray, k: int) -> tuple[IntArray, FloatAr
         docs, scores = docs[part], scores[part]
     order = np.lexsort((-docs.astype(np.int64), -scores))[:k]
     return docs[order].astype(np.int64), scores[order].astype(np.float32)
+
+
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+
+
+def mix64(h: IntArray) -> IntArray:
+    """splitmix64's finalizer: spreads every input bit over the output (uint64, wraps).
+
+    The hashed embedder and SimHash both use it, so their hashes agree by construction.
+    """
+    h = h ^ (h >> np.uint64(30))
+    h = h * _MIX_1
+    h = h ^ (h >> np.uint64(27))
+    h = h * _MIX_2
+    out: IntArray = h ^ (h >> np.uint64(31))
+    return out

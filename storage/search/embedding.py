@@ -26,14 +26,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from memoryd.storage.search.arrays import FloatArray, IntArray
+from memoryd.storage.search.arrays import FloatArray, IntArray, mix64
 from memoryd.storage.search.text import DEFAULT_TOKENIZER, Tokenizer
 
 word_hash_cache_entries_max = 1 << 20  # memo of term -> 64-bit hash, cleared when full
 embed_batch_texts_max = 4096  # MiniLM batches are cut to this many texts
 
-_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX_2 = np.uint64(0x94D049BB133111EB)
 _PAIR = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -61,16 +59,6 @@ class HashingSettings:
     def __post_init__(self) -> None:
         if self.dim < 8 or not 1 <= self.ngram_min <= self.ngram_max <= 8:
             raise ValueError(f"bad hashing settings {self}")
-
-
-def _mix(h: IntArray) -> IntArray:
-    """splitmix64's finalizer: spreads every input bit over the output (uint64, wraps)."""
-    h = h ^ (h >> np.uint64(30))
-    h = h * _MIX_1
-    h = h ^ (h >> np.uint64(27))
-    h = h * _MIX_2
-    out: IntArray = h ^ (h >> np.uint64(31))
-    return out
 
 
 class HashingEmbedder:
@@ -107,7 +95,7 @@ class HashingEmbedder:
             out += s.word_weight * self._family(row, hashes, n)
         if s.pair_weight and hashes.shape[0] > 1:
             same = row[1:] == row[:-1]
-            pairs = _mix(hashes[:-1] * _PAIR + hashes[1:])[same]
+            pairs = mix64(hashes[:-1] * _PAIR + hashes[1:])[same]
             out += s.pair_weight * self._family(row[1:][same], pairs, n)
         if s.ngram_weight:
             grams_row, grams = self._ngrams(batch.terms, batch.counts)
@@ -149,7 +137,7 @@ class HashingEmbedder:
             h = np.full(m, np.uint64(n), dtype=np.uint64)
             bad = np.zeros(m, dtype=bool)
             for j in range(n):
-                h = _mix(h * _PAIR + cps[j : j + m])
+                h = mix64(h * _PAIR + cps[j : j + m])
                 bad |= is_space[j : j + m]
             rows.append(row_of_char[:m][~bad])
             grams.append(h[~bad])

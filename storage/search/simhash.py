@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from memoryd.storage.search.arrays import IntArray
+from memoryd.storage.search.arrays import IntArray, mix64
 from memoryd.storage.search.text import DEFAULT_TOKENIZER, Tokenizer
 
 near_bits_max = 3  # Hamming distance of near twins
@@ -31,8 +31,6 @@ shingle_words = 3
 word_hash_cache_entries_max = 1 << 20
 _BANDS = near_bits_max + 1
 _BAND_BITS = 64 // _BANDS
-_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX_2 = np.uint64(0x94D049BB133111EB)
 _PAIR = np.uint64(0x9E3779B97F4A7C15)
 _word_hashes: dict[str, int] = {}
 
@@ -50,23 +48,14 @@ def _word_hash(word: str) -> int:
     return h
 
 
-def _mix(h: IntArray) -> IntArray:
-    h = h ^ (h >> np.uint64(30))
-    h = h * _MIX_1
-    h = h ^ (h >> np.uint64(27))
-    h = h * _MIX_2
-    out: IntArray = h ^ (h >> np.uint64(31))
-    return out
-
-
 def _shingles(hashes: IntArray) -> IntArray:
     """Hashes of the consecutive ``shingle_words``-word windows (or of each word, if fewer)."""
     n = hashes.shape[0]
     if n < shingle_words:
-        return _mix(hashes)
+        return mix64(hashes)
     out = np.zeros(n - shingle_words + 1, dtype=np.uint64)
     for j in range(shingle_words):
-        out = _mix(out * _PAIR + hashes[j : j + out.shape[0]])
+        out = mix64(out * _PAIR + hashes[j : j + out.shape[0]])
     return out
 
 
