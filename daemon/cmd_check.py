@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 import orjson
 
 from memoryd.client.cli import global_options_parent
-from memoryd.daemon.cmd_serve import add_data_dir_options, config_from_args
-from memoryd.daemon.config import ConfigError
+from memoryd.daemon.cmd_serve import add_data_dir_options, config_or_report
 from memoryd.storage import check_data_dir
 
 EXIT_OK = 0
@@ -31,11 +29,10 @@ def add_check_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def run_check(args: argparse.Namespace) -> int:
-    try:
-        data_dir = config_from_args(args).data_dir  # the file, environment and flags, as serve
-    except ConfigError as exc:
-        print(f"memoryd: invalid configuration: {exc}", file=sys.stderr)
+    config = config_or_report(args)  # the file, environment and flags, as serve
+    if config is None:
         return EXIT_USAGE
+    data_dir = config.data_dir
     report = check_data_dir(data_dir)
     if args.json:
         print(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())

@@ -94,6 +94,15 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return loaded_config_from_args(args).config
 
 
+def config_or_report(args: argparse.Namespace) -> Config | None:
+    """The effective configuration, or None after saying on stderr why it is invalid."""
+    try:
+        return config_from_args(args)
+    except ConfigError as exc:
+        print(f"memoryd: invalid configuration: {exc}", file=sys.stderr)
+        return None
+
+
 # The youngest generation is collected after this many net allocations instead
 # of CPython's 700.  Every request allocates dozens of short-lived containers
 # (the parsed request, its validated form, futures, results), so by default a
@@ -117,10 +126,8 @@ def settle_heap() -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(args)
-    except ConfigError as exc:
-        print(f"memoryd: invalid configuration: {exc}", file=sys.stderr)
+    config = config_or_report(args)
+    if config is None:
         return EXIT_STARTUP_FAILED
     configure_logging(config.log_level)
     # Imported here: the server pulls in the indexes (numpy), which the other
