@@ -11,12 +11,21 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class BuildPolicy:
-    """Build once ``min_frames`` wait, at once at ``queue_bound``, else after ``idle_ms``."""
+    """Build once ``min_frames`` wait, at once at ``queue_bound``, else after ``idle_ms``.
+
+    Puts come first: while puts wait for their commit, the builder holds back
+    for at most ``yield_ms_max`` at a time, unless ``yield_lag_max`` records
+    already wait to be built or a search waits for them (then it builds at
+    once).  A burst of writes is acknowledged at the write path's own speed and
+    indexed right after it; ``stats`` shows the lag meanwhile.
+    """
 
     min_frames: int = 5
     queue_bound: int = 20
     idle_ms: int = 10
     chunk_frames_max: int = 50
+    yield_ms_max: int = 50
+    yield_lag_max: int = 2_000
 
     def validate(self) -> BuildPolicy:
         if not 1 <= self.min_frames <= self.queue_bound:
@@ -25,4 +34,8 @@ class BuildPolicy:
             raise ValueError("chunk_frames_max must be between 1 and 10000")
         if self.idle_ms < 0:
             raise ValueError("build_idle_ms must not be negative")
+        if not 0 <= self.yield_ms_max <= 1000:
+            raise ValueError("build_yield_ms_max must be between 0 and 1000")
+        if self.yield_lag_max < 0:
+            raise ValueError("build_yield_lag_max must not be negative")
         return self

@@ -11,7 +11,11 @@ When to build (``BuildPolicy``):
   new commits (a lone put is searchable within about idle_ms);
 - at least ``min_frames`` wait: build after one loop iteration, so that puts
   arriving together share a chunk;
-- ``queue_bound`` or more wait: build at once, chunk after chunk.
+- ``queue_bound`` or more wait: build at once, chunk after chunk;
+- but while puts wait for their commit, hold back (``yield_ms_max`` at a time,
+  up to a lag of ``yield_lag_max``, never while a search waits): on two cores
+  the builder's Python work and the write path share one interpreter lock, and
+  an acknowledgement should not wait behind indexing.
 
 It never dies silently: a failed step is logged, counted, shown in ``stats``
 and retried with a back-off; ``progressing`` tells health checks whether it
@@ -58,6 +62,9 @@ class Builder:
         self._stopping = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memoryd-build")
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # How many events wait for their commit (the writer's queue); 0 when unknown.
+        self.writes_pending: Callable[[], int] = lambda: 0
+        self.yields = 0
         self.steps = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -111,6 +118,7 @@ class Builder:
                 await self._wake.wait()
                 continue
             await self._gather(lag)
+            await self._yield_to_writes()
             try:
                 await self._step()
             except Exception as exc:  # a bug or an I/O error must not end the builder
@@ -139,6 +147,20 @@ class Builder:
                     await self._wake.wait()
             except TimeoutError:
                 return
+
+    async def _yield_to_writes(self) -> None:
+        """Hold back while puts wait for their commit, within the policy's bounds."""
+        policy = self._policy
+        deadline = time.monotonic() + policy.yield_ms_max / 1000
+        while (
+            self.writes_pending() > 0
+            and not self._stopping
+            and not self._waiters
+            and self.lag < policy.yield_lag_max
+            and time.monotonic() < deadline
+        ):
+            self.yields += 1
+            await asyncio.sleep(0.001)
 
     async def _step(self) -> None:
         """Read and prepare the next chunk's records on the builder thread (decoding
@@ -188,6 +210,7 @@ class Builder:
         return {
             "builder_lag": self.lag,
             "builder_steps": self.steps,
+            "builder_yields": self.yields,
             "builder_failures": self.failures,
             "builder_last_error": self.last_error,
             "builder_progressing": self.progressing,

@@ -17,6 +17,7 @@ from memoryd.daemon.config_file import Flag, LoadedConfig, load_config
 from memoryd.daemon.logs import configure_logging
 
 EXIT_STARTUP_FAILED = 1
+SWITCH_INTERVAL_S = 0.001  # see run_serve
 
 log = logging.getLogger("memoryd.serve")
 
@@ -136,6 +137,9 @@ def run_serve(args: argparse.Namespace) -> int:
     from memoryd.storage import DataDirLockedError, LogCorruptionError
 
     daemon = Daemon(config, reload_config=lambda: config_from_args(args))
+    # The builder's thread and the event loop share the interpreter lock; at the
+    # default 5 ms switch interval a put could wait that long behind a build step.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(daemon.run(on_ready=settle_heap))

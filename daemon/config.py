@@ -62,6 +62,9 @@ class Config:
     build_queue_bound: int = 20
     build_idle_ms: int = 10
     chunk_frames_max: int = 50
+    # How long, and up to what lag, the builder holds back while puts wait for their commit.
+    build_yield_ms_max: int = 50
+    build_yield_lag_max: int = 2_000
     # What embeds frames for semantic search: hashing (built in) or minilm (optional package).
     embedder: str = "hashing"
     # Memory bounds of the layered caches (see stats: cache_*).
@@ -121,6 +124,8 @@ class Config:
                 self.build_queue_bound,
                 self.build_idle_ms,
                 self.chunk_frames_max,
+                self.build_yield_ms_max,
+                self.build_yield_lag_max,
             ).validate()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None

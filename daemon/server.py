@@ -296,6 +296,7 @@ class Daemon:
             relaxed_sync_interval_ms=config.relaxed_sync_interval_ms if relaxed else None,
             on_committed=builder.notify_committed,
         )
+        builder.writes_pending = lambda: writer.queued_events
         writer_task = asyncio.create_task(writer.run(), name="memoryd-writer")
         builder_task = asyncio.create_task(builder.run(), name="memoryd-builder")
         registry: ConnectionRegistry | None = None
