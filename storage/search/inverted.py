@@ -41,6 +41,7 @@ from typing import Literal
 import numpy as np
 
 from memoryd.storage.search.arrays import BoolArray, FloatArray, IntArray, grown, mask_at, top_k
+from memoryd.storage.search.impacts import ImpactList, ImpactLists, build_impact_list
 from memoryd.storage.search.postings import (
     Segment,
     build_segment,
@@ -94,6 +95,7 @@ class InvertedIndex:
         self._total_len = 0  # sum of doc_len over live docs
         self._sealed: list[Segment] = []
         self._tail: list[Segment] = []
+        self._impacts = ImpactLists()
 
     # ---- ingest -------------------------------------------------------------
 
@@ -263,6 +265,8 @@ class InvertedIndex:
         if not ids:
             return _no_hits()
         hits = self._search_max_score(ids, k, mask)
+        if hits is None:
+            hits = self._search_impacts(ids, k, mask)
         if hits is not None:
             return hits
         docs, scores = self._accumulate([self._term_scores(t) for t in ids])
@@ -305,6 +309,47 @@ class InvertedIndex:
         scores = scores + self.score_docs_by_ids(common_ids, docs)
         docs, scores = top_k(docs, scores, k)
         return KeywordHits(docs=docs, scores=scores)
+
+    def _search_impacts(self, ids: list[int], k: int, mask: BoolArray | None) -> KeywordHits | None:
+        """OR search of frequent terms only, from their impact lists (see impacts.py).
+
+        None when some term is not frequent, or when the lists cannot prove the
+        answer exact; the caller then scores every posting.
+        """
+        n = max(self._n_live, 1)
+        if k <= 0 or not bool((self._df[ids] > frequent_df_fraction * n).all()):
+            return None
+        avgdl = self.avgdl or 1.0
+        lists = [self._impact_list(t, avgdl) for t in ids]
+        tail_docs = [s.postings(t)[0] for s in self._tail for t in ids]
+        cand = np.unique(np.concatenate([il.docs for il in lists] + tail_docs).astype(np.int64))
+        cand = cand[self._live[cand] & mask_at(mask, cand)]
+        if cand.shape[0] < k:
+            self._impacts.fallbacks += 1
+            return None
+        scores = self.score_docs_by_ids(ids, cand)
+        kth = float(np.partition(scores, scores.shape[0] - k)[scores.shape[0] - k])
+        idf = self.idf(self._df[ids]).tolist()
+        bound = sum(i * il.upper_weight(avgdl) for i, il in zip(idf, lists, strict=True))
+        # Strictly above: a doc outside scoring exactly the bound could tie the k-th.
+        if not kth > bound * (1 + 1e-6):
+            self._impacts.fallbacks += 1
+            return None
+        self._impacts.answered += 1
+        docs, top = top_k(cand, scores, k)
+        return KeywordHits(docs=docs, scores=top)
+
+    def _impact_list(self, term: int, avgdl: float) -> ImpactList:
+        key = tuple((id(s), s.doc_lo, s.doc_hi, s.n_postings) for s in self._sealed)
+        found = self._impacts.get(term, key, avgdl)
+        if found is not None:
+            return found
+        parts = [self._segment_weights(s, term, avgdl) for s in self._sealed]
+        docs = np.concatenate([d for d, _ in parts]) if parts else np.empty(0, np.int64)
+        weights = np.concatenate([w for _, w in parts]) if parts else np.empty(0, np.float32)
+        built = build_impact_list(key, avgdl, docs.astype(np.int64), weights)
+        self._impacts.put(term, built)
+        return built
 
     def score_docs(self, terms: Sequence[str], docs: IntArray) -> FloatArray:
         """BM25 of each of ``docs`` for ``terms`` (0 where none of them occurs)."""
@@ -354,19 +399,26 @@ class InvertedIndex:
 
     def _term_postings(self, term: int) -> list[tuple[IntArray, FloatArray]]:
         """Per segment holding ``term``: its docs (increasing) and their BM25 share."""
-        p = self.params
-        idf = float(self.idf(int(self._df[term])))
+        idf = np.float32(self.idf(int(self._df[term])))
         avgdl = self.avgdl or 1.0
         out = []
         for s in self._segments():
-            docs, tfs = s.postings(term)
-            if docs.shape[0] == 0:
-                continue
-            tf = tfs.astype(np.float32)
-            dl = self._doc_len[docs].astype(np.float32)
-            norm = np.float32(p.k1 * (1 - p.b)) + np.float32(p.k1 * p.b / avgdl) * dl
-            out.append((docs, (np.float32(idf * (p.k1 + 1)) * tf / (tf + norm))))
+            docs, weights = self._segment_weights(s, term, avgdl)
+            if docs.shape[0]:
+                out.append((docs, idf * weights))
         return out
+
+    def _segment_weights(
+        self, segment: Segment, term: int, avgdl: float
+    ) -> tuple[IntArray, FloatArray]:
+        """``term``'s docs in ``segment`` and their BM25 weight without idf."""
+        p = self.params
+        docs, tfs = segment.postings(term)
+        tf = tfs.astype(np.float32)
+        dl = self._doc_len[docs].astype(np.float32)
+        norm = np.float32(p.k1 * (1 - p.b)) + np.float32(p.k1 * p.b / avgdl) * dl
+        weights: FloatArray = np.float32(p.k1 + 1) * tf / (tf + norm)
+        return docs, weights
 
     def _term_scores(self, term: int) -> tuple[IntArray, FloatArray]:
         parts = self._term_postings(term)
@@ -415,7 +467,7 @@ class InvertedIndex:
         arrays = self._df.nbytes + self._doc_len.nbytes + self._live.nbytes
         # A str -> int dict entry: ~100 bytes of dict slot, str header and small int.
         vocab = sum(len(t) for t in self._vocab) + 100 * len(self._vocab)
-        return int(postings + arrays + vocab)
+        return int(postings + arrays + vocab + self._impacts.memory_bytes())
 
     def stats(self) -> dict[str, int | float]:
         return {
@@ -427,6 +479,7 @@ class InvertedIndex:
             "segments_tail": len(self._tail),
             "avgdl": self.avgdl,
             "memory_bytes": self.memory_bytes(),
+            **self._impacts.stats(),
         }
 
     def _check(self) -> None:
