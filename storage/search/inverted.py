@@ -372,12 +372,22 @@ class InvertedIndex:
             return out
         order = np.argsort(docs, kind="stable")
         sorted_docs = docs[order]
+        avgdl = self.avgdl or 1.0
+        segments = self._segments()
+        # Look each doc up in the postings, and weigh only the hits: a frequent
+        # term's postings are far more than the docs asked about.
         for t in dict.fromkeys(ids):
-            for seg_docs, seg_scores in self._term_postings(t):
+            idf = np.float32(self.idf(int(self._df[t])))
+            for segment in segments:
+                seg_docs, seg_tfs = segment.postings(t)
+                if seg_docs.shape[0] == 0:
+                    continue
                 pos = np.searchsorted(seg_docs, sorted_docs)
                 pos_c = np.minimum(pos, seg_docs.shape[0] - 1)
                 hit = seg_docs[pos_c] == sorted_docs
-                out[order[hit]] += seg_scores[pos_c[hit]]
+                hit_docs = sorted_docs[hit]
+                weights = self._weights(seg_tfs[pos_c[hit]], hit_docs, avgdl)
+                out[order[hit]] += idf * weights
         return out
 
     def docs_with_all(self, terms: Sequence[str], mask: BoolArray | None = None) -> IntArray:
@@ -412,13 +422,17 @@ class InvertedIndex:
         self, segment: Segment, term: int, avgdl: float
     ) -> tuple[IntArray, FloatArray]:
         """``term``'s docs in ``segment`` and their BM25 weight without idf."""
-        p = self.params
         docs, tfs = segment.postings(term)
+        return docs, self._weights(tfs, docs, avgdl)
+
+    def _weights(self, tfs: IntArray, docs: IntArray, avgdl: float) -> FloatArray:
+        """BM25 weight without idf of term frequencies ``tfs`` in ``docs``."""
+        p = self.params
         tf = tfs.astype(np.float32)
         dl = self._doc_len[docs].astype(np.float32)
         norm = np.float32(p.k1 * (1 - p.b)) + np.float32(p.k1 * p.b / avgdl) * dl
         weights: FloatArray = np.float32(p.k1 + 1) * tf / (tf + norm)
-        return docs, weights
+        return weights
 
     def _term_scores(self, term: int) -> tuple[IntArray, FloatArray]:
         parts = self._term_postings(term)
