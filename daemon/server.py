@@ -317,6 +317,7 @@ class Daemon:
         )
         derived = fresh_derived_state(config.data_dir)
         derived.indexes.append(SearchFrames(search_index))
+        derived.private = vault
         builder = Builder(event_log, derived, config.build_policy())
         writer = CommitWriter(
             event_log,
@@ -336,8 +337,20 @@ class Daemon:
 
         service = Service(config, event_log, projection, writer, stats_extra, vault)
         service.handlers.update(VaultOps(vault, config.vault_kdf).handlers())
-        search_op = SearchOp(event_log, projection.table, builder, search_index, results_cache)
+        search_op = SearchOp(
+            event_log, projection.table, builder, search_index, results_cache, vault
+        )
         builder.on_built = search_op.forget_stale
+
+        def vault_changed() -> None:
+            # Lock or a new index key: nothing private stays indexed; unlock: index again.
+            derived.unindex_private()
+            search_op.forget_all()
+            builder.wake()
+
+        vault.add_listener(vault_changed)
+        if vault.unlocked:
+            builder.wake()
         service.handlers["search"] = search_op
         registry = ConnectionRegistry(config, service)
 
