@@ -25,8 +25,8 @@ from memoryd.storage.events import frame_id
 from .daemon_process import DaemonProcess
 from .vault_support import (
     PASSPHRASE,
-    secret_file,
     sealed_envelope_span,
+    secret_file,
     vault_daemon,
 )
 
