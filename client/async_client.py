@@ -496,3 +496,23 @@ class AsyncClient:
                     future.cancel()
                 elif not future.cancelled():
                     future.exception()  # retrieved: no "never retrieved" log
+
+    # --- the vault (private memories) ----------------------------------------
+
+    async def unlock(
+        self, *, passphrase: str | None = None, key: str | None = None, create: bool = False
+    ) -> dict[str, Any]:
+        """Unlock the vault (``create``: make it first); ``wrong_key`` changes nothing."""
+        return await self._execute(ops.unlock(passphrase=passphrase, key=key, create=create))
+
+    async def lock(self) -> dict[str, Any]:
+        """Lock the vault: its keys are dropped from the daemon's memory."""
+        return await self._execute(ops.lock())
+
+    async def rotate_key(self) -> dict[str, Any]:
+        """Begin a vault key rotation; it runs in the background (see vault_status)."""
+        return await self._execute(ops.rotate_key())
+
+    async def vault_status(self) -> dict[str, Any]:
+        """The vault's state: no vault, locked or unlocked, and any rotation."""
+        return await self._execute(ops.vault_status())

@@ -27,6 +27,8 @@ STORAGE_ERROR: Final = "storage_error"
 SHUTTING_DOWN: Final = "shutting_down"
 PERMISSION_DENIED: Final = "permission_denied"
 LOCKED: Final = "locked"
+WRONG_KEY: Final = "wrong_key"
+TAMPERED: Final = "tampered"
 INTERNAL: Final = "internal"
 # Raised by clients only, never sent by the server.
 CONNECTION_FAILED: Final = "connection_failed"
@@ -49,6 +51,8 @@ ERROR_CODES: Final[dict[str, str]] = {
     SHUTTING_DOWN: "the daemon is stopping and takes no new work",
     PERMISSION_DENIED: "the peer's uid is not allowed",
     LOCKED: "private memories are locked",
+    WRONG_KEY: "the passphrase or key does not unlock the vault; nothing was changed",
+    TAMPERED: "a private frame or a key failed verification; details name the frame id",
     INTERNAL: "an unexpected server error; the daemon keeps serving",
     CONNECTION_FAILED: "(client) the daemon could not be reached",
     TIMEOUT: "(client) no response within the timeout",

@@ -336,3 +336,30 @@ def client_closed() -> errors.DaemonConnectionError:
 
 def timed_out(op: str, timeout: float) -> errors.ClientTimeoutError:
     return errors.ClientTimeoutError(errors.TIMEOUT, f"no response to {op} within {timeout:g} s")
+
+
+# --- the vault (private memories) ------------------------------------------
+
+
+def unlock(
+    *, passphrase: str | None = None, key: str | None = None, create: bool = False
+) -> Call[dict[str, Any]]:
+    """Unlock the vault with a passphrase or a key (hex or base64 of 32 bytes)."""
+    if (passphrase is None) == (key is None):
+        raise ValueError("give one of passphrase or key")
+    args: dict[str, Any] = {"passphrase": passphrase} if key is None else {"key": key}
+    if create:
+        args["create"] = True
+    return Call("unlock", args, _identity, idempotent=False)
+
+
+def lock() -> Call[dict[str, Any]]:
+    return Call("lock", {}, _identity)
+
+
+def rotate_key() -> Call[dict[str, Any]]:
+    return Call("rotate_key", {}, _identity, idempotent=False)
+
+
+def vault_status() -> Call[dict[str, Any]]:
+    return Call("vault_status", {}, _identity)

@@ -387,3 +387,23 @@ class Client:
                 raise ops.unexpected_response(response)
             responses[slot] = response
             received += 1
+
+    # --- the vault (private memories) ----------------------------------------
+
+    def unlock(
+        self, *, passphrase: str | None = None, key: str | None = None, create: bool = False
+    ) -> dict[str, Any]:
+        """Unlock the vault (``create``: make it first); ``wrong_key`` changes nothing."""
+        return self._execute(ops.unlock(passphrase=passphrase, key=key, create=create))
+
+    def lock(self) -> dict[str, Any]:
+        """Lock the vault: its keys are dropped from the daemon's memory."""
+        return self._execute(ops.lock())
+
+    def rotate_key(self) -> dict[str, Any]:
+        """Begin a vault key rotation; it runs in the background (see vault_status)."""
+        return self._execute(ops.rotate_key())
+
+    def vault_status(self) -> dict[str, Any]:
+        """The vault's state: no vault, locked or unlocked, and any rotation."""
+        return self._execute(ops.vault_status())

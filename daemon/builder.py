@@ -17,6 +17,11 @@ When to build (``BuildPolicy``):
   the builder's Python work and the write path share one interpreter lock, and
   an acknowledgement should not wait behind indexing.
 
+Private frames committed while the vault is locked (or taken out of the
+indexes on lock or a key change) wait in ``derived.private_pending``; once no
+committed record waits and the vault is unlocked, the builder indexes them a
+chunk at a time (``_step_private``: opened and blinded on its thread).
+
 It never dies silently: a failed step is logged, counted, shown in ``stats``
 and retried with a back-off; ``progressing`` tells health checks whether it
 keeps up.
@@ -34,8 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from memoryd.daemon.build_policy import BuildPolicy
-from memoryd.storage import EventLog, RecordLocation
-from memoryd.storage.derived import BuildStep, DerivedState, Prepared
+from memoryd.storage import EventLog, LogEntry, RecordLocation
+from memoryd.storage.derived import BuildStep, DerivedState, Prepared, PreparedPrivate
 
 log = logging.getLogger("memoryd.builder")
 
@@ -83,6 +88,25 @@ class Builder:
         """Committed records not yet built."""
         return max(0, self._committed_seq - self.derived.built_seq)
 
+    def wake(self) -> None:
+        """Look again for work (the vault was unlocked, or its index key changed)."""
+        self._wake.set()
+
+    @property
+    def searchable_seq(self) -> int:
+        """Every record up to this seq is searchable (private ones only while unlocked)."""
+        private = self.derived.private
+        unlocked = private is not None and private.index_key_id is not None
+        return self.derived.searchable_seq(unlocked)
+
+    def _private_work(self) -> bool:
+        private = self.derived.private
+        return (
+            bool(self.derived.private_pending)
+            and private is not None
+            and private.index_key_id is not None
+        )
+
     @property
     def progressing(self) -> bool:
         """False when records wait and the builder has not moved for a while."""
@@ -91,7 +115,7 @@ class Builder:
 
     async def wait_built(self, seq: int, timeout_s: float) -> bool:
         """Wait until everything up to ``seq`` is built; False on timeout."""
-        if self.derived.built_seq >= seq:
+        if self.searchable_seq >= seq:
             return True
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((seq, future))
@@ -111,16 +135,18 @@ class Builder:
         retry_delay_s = 0.05
         while True:
             lag = self.lag
-            if lag == 0:
+            private_work = lag == 0 and not self._stopping and self._private_work()
+            if lag == 0 and not private_work:
                 if self._stopping:
                     return
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            await self._gather(lag)
+            if not private_work:
+                await self._gather(lag)
             await self._yield_to_writes()
             try:
-                await self._step()
+                await (self._step_private() if private_work else self._step())
             except Exception as exc:  # a bug or an I/O error must not end the builder
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -179,9 +205,27 @@ class Builder:
                 self.on_built(step)
             # File creation can wait behind the log's fdatasync (ext4 orders them),
             # so the chunk is written on the builder thread, never on the loop.
-            await loop.run_in_executor(self._executor, derived.store_chunk, step.frames)
+            await loop.run_in_executor(self._executor, derived.store_chunk, step.chunk_frames)
         self.steps += 1
         self.last_progress_monotonic = time.monotonic()
+
+    async def _step_private(self) -> None:
+        """Index a chunk's worth of pending private frames: read, opened and blinded on
+        the builder thread, applied here."""
+        derived = self.derived
+        batch = derived.pending_batch(self._policy.chunk_frames_max)
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(self._executor, self._read_private, batch)
+        if prepared is not None:
+            step = derived.apply_private(prepared)
+            if step.frames and self.on_built is not None:
+                self.on_built(step)
+        self.steps += 1
+        self.last_progress_monotonic = time.monotonic()
+
+    def _read_private(self, batch: list[tuple[int, RecordLocation]]) -> PreparedPrivate | None:
+        entries = [LogEntry(self._log.read_at(location), location) for _, location in batch]
+        return self.derived.prepare_private(entries)
 
     def _read_and_prepare(self, built_seq: int, resume_at: RecordLocation | None) -> Prepared:
         entries = list(
@@ -192,7 +236,7 @@ class Builder:
         return self.derived.prepare(entries)
 
     def _release_waiters(self) -> None:
-        built = self.derived.built_seq
+        built = self.searchable_seq
         for seq, future in self._waiters:
             if seq <= built and not future.done():
                 future.set_result(None)

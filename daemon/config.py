@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from memoryd.client.paths import default_socket_path
+from memoryd.crypto.unlocked import ROTATION_STEP_KEYS_LIMIT
 from memoryd.daemon.build_policy import BuildPolicy
 from memoryd.storage import Durability
 
@@ -75,6 +76,13 @@ class Config:
     metrics_address: str | None = None
     # The vault's master key (a systemd credential under the units); None: no vault.
     master_key_file: Path | None = None
+    # Unlock at start with the passphrase in this file (mode 0600) instead; None: start locked.
+    passphrase_file: Path | None = None
+    # KDF parameters for a new passphrase vault: "default" (Argon2id/scrypt, 64 MiB) or
+    # "test" (fast and weak: for tests only).
+    vault_kdf: str = "default"
+    # Data keys re-wrapped per background rotation step (each step: two fdatasyncs).
+    vault_rotation_step_keys: int = 256
 
     def validate(self) -> Config:
         """Return self if every value is valid, else raise ConfigError naming the key."""
@@ -88,6 +96,7 @@ class Config:
             "outbound_bytes_max",
             "cache_query_embeddings_bytes_max",
             "cache_search_results_bytes_max",
+            "vault_rotation_step_keys",
         )
         for key in positive_ints:
             value = getattr(self, key)
@@ -115,6 +124,14 @@ class Config:
                 raise ConfigError(f"allowed_uids must hold non-negative integers, got {uid!r}")
         if self.metrics_address is not None:
             parse_metrics_address(self.metrics_address)
+        if self.vault_kdf not in ("default", "test"):
+            raise ConfigError(f"vault_kdf must be default or test: {self.vault_kdf!r}")
+        if self.vault_rotation_step_keys > ROTATION_STEP_KEYS_LIMIT:
+            raise ConfigError(
+                f"vault_rotation_step_keys must be at most {ROTATION_STEP_KEYS_LIMIT}"
+            )
+        if self.master_key_file is not None and self.passphrase_file is not None:
+            raise ConfigError("master_key_file and passphrase_file: set one, not both")
         return self
 
     def build_policy(self) -> BuildPolicy:

@@ -97,7 +97,7 @@ class Health:
             "builder_progressing": stats.get("builder_progressing"),
             "problem": self.problem(),
             "last_checkpoint": None,  # checkpoints do not exist yet: every start replays
-            "vault": VAULT_STATE,
+            "vault": stats.get("vault", VAULT_STATE),
             "disk_free_bytes": space.free_bytes if space else None,
             "disk_total_bytes": space.total_bytes if space else None,
             "commit_failures": stats.get("commit_failures"),

@@ -19,22 +19,30 @@ Arguments (all but ``query`` optional)::
 Result: ``{"hits": [{"frame": Frame, "score": float, "explain": {...}?}],
 "mode": str, "built_seq": int}``.  A frame deleted after it was built is
 never returned, whatever the builder has caught up with.
+
+Private frames are indexed under blinded terms and tags (storage/derived.py);
+while the vault is unlocked the query's terms and tags are blinded too and
+looked up both ways.  While it is locked no private frame is indexed (and a
+private hit would be dropped anyway): the result says ``private_excluded``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 from memoryd.client import errors, protocol
 from memoryd.client.errors import MemorydError
 from memoryd.daemon import validation
 from memoryd.daemon.builder import Builder
+from memoryd.daemon.vault import Vault
 from memoryd.storage import EventLog
 from memoryd.storage.caches import MeteredCache
-from memoryd.storage.catalog import Filters
-from memoryd.storage.derived import BuildStep
+from memoryd.storage.catalog import BoolArray, Filters
+from memoryd.storage.derived import BuildStep, blinded_tag_name
 from memoryd.storage.frame_table import FrameTable
 from memoryd.storage.projection import frame_at
 from memoryd.storage.search import MODES, SearchIndex
@@ -117,6 +125,7 @@ class SearchOp:
         builder: Builder,
         index: SearchIndex,
         results_cache: MeteredCache[CacheKey, Ranked],
+        vault: Vault | None = None,
     ) -> None:
         self._log = event_log
         self._table = table
@@ -125,7 +134,12 @@ class SearchOp:
         # Ranked docs by request.  Liveness is checked on every answer, so a
         # cached ranking never returns a deleted frame; builds drop what they stale.
         self._results = results_cache
+        self._vault = vault
         self.searches = 0
+
+    def forget_all(self) -> None:
+        """Drop every cached ranking (the vault was locked or unlocked, or its key changed)."""
+        self._results.clear()
 
     def forget_stale(self, step: BuildStep) -> None:
         """Drop cached rankings that ``step`` may have changed."""
@@ -165,7 +179,7 @@ class SearchOp:
             "now_ms": validation.optional_timestamp(args, "now_ms"),
         }
         min_seq = validation.optional_int(args, "min_seq", minimum=0)
-        if min_seq is None or self._builder.derived.built_seq >= min_seq:
+        if min_seq is None or self._builder.searchable_seq >= min_seq:
             return self._run(**request)
         wait_ms = validation.optional_int(args, "wait_ms", minimum=0, maximum=WAIT_MS_MAX)
         return asyncio.ensure_future(
@@ -177,7 +191,7 @@ class SearchOp:
             raise MemorydError(
                 errors.BUSY,
                 f"the builder has not reached seq {min_seq} within {wait_ms} ms "
-                f"(built_seq {self._builder.derived.built_seq}); retry or raise wait_ms",
+                f"(searchable up to seq {self._builder.searchable_seq}); retry or raise wait_ms",
             )
         return self._run(**request)
 
@@ -195,15 +209,17 @@ class SearchOp:
         catalog = self._builder.derived.catalog
         key: CacheKey = (query, k, mode, filters, explain, now_ms)
         ranked = self._results.get(key)
+        blind = self._blinder()
         if ranked is None:
             result = self._index.search(
                 query,
                 k,
-                mask=catalog.mask(filters),
+                mask=self._mask(filters, blind),
                 mode=mode,  # type: ignore[arg-type]
                 now_ms=now_ms if now_ms is not None else time.time_ns() // 1_000_000,
                 explain=explain,
                 text_of=self._text_of,
+                blind=blind,
             )
             explained = result.explain() if explain else [None] * len(result.docs)
             ranked = list(zip(result.docs.tolist(), result.scores.tolist(), explained, strict=True))
@@ -213,15 +229,55 @@ class SearchOp:
             slot = self._table.get(catalog.ids[doc])
             if slot is None:  # deleted since it was built
                 continue
-            hit: dict[str, Any] = {"frame": frame_at(self._log, slot).to_dict(), "score": score}
+            frame = frame_at(self._log, slot)
+            if frame.sealed is not None:
+                if self._vault is None:
+                    continue
+                try:
+                    frame = self._vault.reveal(frame)
+                except MemorydError:  # locked meanwhile, tampered or forgotten: never shown
+                    continue
+            hit: dict[str, Any] = {"frame": frame.to_dict(), "score": score}
             if explanation is not None:
                 hit["explain"] = explanation
             hits.append(hit)
-        return {"hits": hits, "mode": mode, "built_seq": self._builder.derived.built_seq}
+        out = {"hits": hits, "mode": mode, "built_seq": self._builder.derived.built_seq}
+        if self._vault is not None and self._vault.state == "locked":
+            out["private_excluded"] = True
+        return out
+
+    def _blinder(self) -> Callable[[list[str]], list[str]] | None:
+        """The query-side blinding while unlocked (private docs hold blinded terms only)."""
+        vault = self._vault
+        key_id = None if vault is None else vault.index_key_id
+        if vault is None or key_id is None or not self._builder.derived.private_indexed:
+            return None
+
+        def blind(terms: list[str]) -> list[str]:
+            return vault.blind_terms(terms, key_id) or []
+
+        return blind
+
+    def _mask(self, filters: Filters, blind: Callable[[list[str]], list[str]] | None) -> BoolArray:
+        catalog = self._builder.derived.catalog
+        mask = catalog.mask(filters)
+        if blind is not None and filters.tags:
+            tags = blind([blinded_tag_name(tag) for tag in filters.tags])
+            if len(tags) == len(filters.tags):
+                mask |= catalog.mask(dataclasses.replace(filters, tags=tuple(tags)))
+        return mask
 
     def _text_of(self, doc: int) -> str:
         slot = self._table.get(self._builder.derived.catalog.ids[doc])
-        return "" if slot is None else frame_at(self._log, slot).content
+        if slot is None:
+            return ""
+        frame = frame_at(self._log, slot)
+        if frame.sealed is not None and self._vault is not None:
+            try:
+                return self._vault.reveal(frame).content
+            except MemorydError:
+                return ""
+        return frame.content
 
 
 def ranked_size(ranked: Ranked) -> int:

@@ -45,6 +45,8 @@ from memoryd.daemon.systemd import (
     run_watchdog,
     watchdog_interval_s,
 )
+from memoryd.daemon.vault import Vault, VaultStartError, open_vault
+from memoryd.daemon.vault_ops import VaultOps
 from memoryd.daemon.writer import CommitWriter
 from memoryd.storage import DataDirLock, Durability, FileLog
 from memoryd.storage.caches import MeteredCache
@@ -273,6 +275,33 @@ class Daemon:
     async def _serve(
         self, event_log: FileLog, projection: Projection, on_ready: Callable[[], None] | None
     ) -> int:
+        vault = await self._open_vault()
+        try:
+            return await self._serve_with(event_log, projection, vault, on_ready)
+        finally:
+            await vault.shutdown()
+
+    async def _open_vault(self) -> Vault:
+        config = self.config
+        try:
+            return await open_vault(
+                config.data_dir,
+                master_key_file=config.master_key_file,
+                passphrase_file=config.passphrase_file,
+                kdf=config.vault_kdf,
+                rotation_step_keys=config.vault_rotation_step_keys,
+                credentials_dir=os.environ.get("CREDENTIALS_DIRECTORY"),
+            )
+        except VaultStartError as exc:
+            raise StartupError(str(exc)) from None
+
+    async def _serve_with(
+        self,
+        event_log: FileLog,
+        projection: Projection,
+        vault: Vault,
+        on_ready: Callable[[], None] | None,
+    ) -> int:
         config = self.config
         loop = asyncio.get_running_loop()
         relaxed = config.durability == Durability.RELAXED
@@ -288,6 +317,7 @@ class Daemon:
         )
         derived = fresh_derived_state(config.data_dir)
         derived.indexes.append(SearchFrames(search_index))
+        derived.private = vault
         builder = Builder(event_log, derived, config.build_policy())
         writer = CommitWriter(
             event_log,
@@ -306,9 +336,22 @@ class Daemon:
             caches = {**search_index.query_cache.stats(), **results_cache.stats()}  # type: ignore[union-attr]
             return {**connections, **builder.stats(), **caches}
 
-        service = Service(config, event_log, projection, writer, stats_extra)
-        search_op = SearchOp(event_log, projection.table, builder, search_index, results_cache)
+        service = Service(config, event_log, projection, writer, stats_extra, vault)
+        service.handlers.update(VaultOps(vault, config.vault_kdf).handlers())
+        search_op = SearchOp(
+            event_log, projection.table, builder, search_index, results_cache, vault
+        )
         builder.on_built = search_op.forget_stale
+
+        def vault_changed() -> None:
+            # Lock or a new index key: nothing private stays indexed; unlock: index again.
+            derived.unindex_private()
+            search_op.forget_all()
+            builder.wake()
+
+        vault.add_listener(vault_changed)
+        if vault.unlocked:
+            builder.wake()
         service.handlers["search"] = search_op
         registry = ConnectionRegistry(config, service)
 

@@ -1,7 +1,11 @@
 """The request handlers: one method per op.
 
 Every handler follows the same path: validate the arguments, (seal if
-private), submit to the commit writer, and answer once committed.  Handlers
+private), submit to the commit writer, and answer once committed.  A private
+frame gets a keyed id at validation and is sealed on the writer's thread,
+where its seq is known (daemon/vault.py); reads open it while the vault is
+unlocked.  While locked, ``get`` of a private frame answers ``locked`` and
+listings leave private frames out, naming them in ``withheld``.  Handlers
 that only read answer at once from the projection and the log.
 
 A handler returns either a result dict (answered at once) or an
@@ -21,7 +25,8 @@ from memoryd.client import errors, protocol
 from memoryd.client.errors import MemorydError
 from memoryd.daemon import validation
 from memoryd.daemon.config import Config
-from memoryd.daemon.writer import CommitWriter
+from memoryd.daemon.vault import Vault
+from memoryd.daemon.writer import CommitWriter, Event
 from memoryd.storage import AppendedRecord, EventLog
 from memoryd.storage.events import Frame, encode_frame_delete, encode_frame_put, frame_id
 from memoryd.storage.frame_table import SEQ_SPACE, CursorError, FrameSlot, SlotPage
@@ -80,12 +85,14 @@ class Service:
         projection: Projection,
         writer: CommitWriter,
         stats_extra: Callable[[], dict[str, Any]],
+        vault: Vault | None = None,
     ) -> None:
         self._config = config
         self._log = event_log
         self._projection = projection
         self._writer = writer
         self._stats_extra = stats_extra
+        self.vault = vault
         self._started = time.monotonic()
         # Puts accepted but not yet committed, by id: a second put of the same
         # content waits for the first's commit (and its frames) instead of
@@ -125,11 +132,13 @@ class Service:
 
     def _put_inputs(self, inputs: list[validation.FrameInput], *, single: bool) -> Result:
         if any(item.private for item in inputs):
-            raise MemorydError(
-                errors.LOCKED,
-                "private memories need the vault, which is not set up on this daemon; "
-                "nothing was stored",
-            )
+            if self.vault is None:
+                raise MemorydError(
+                    errors.LOCKED,
+                    "private memories need the vault, which this daemon does not have; "
+                    "nothing was stored",
+                )
+            self.vault.require("private put refused")
         results: list[dict[str, Any] | None] = [None] * len(inputs)
         new: dict[str, Frame] = {}  # the frames this request writes, by id
         written: list[int] = []  # the index in ``results`` of each frame of ``new``
@@ -170,7 +179,11 @@ class Service:
         for index, item in enumerate(inputs):
             # One unpacking rather than eleven attribute reads of the named tuple.
             content, namespace, kind, tags, importance, metadata, private, source, when = item
-            fid = frame_id(namespace, kind, content)
+            if private:
+                assert self.vault is not None  # checked by _put_inputs
+                fid = self.vault.private_id(namespace, kind, content)
+            else:
+                fid = frame_id(namespace, kind, content)
             slot = table_get(fid)
             if slot is not None:
                 results[index] = _existing(fid, slot)
@@ -209,7 +222,9 @@ class Service:
         frames = list(new.values())
         in_flight = self._in_flight
         apply_put = self._projection.apply_put
-        events = [(_FRAME_PUT, frame.timestamp_ms, encode_frame_put(frame)) for frame in frames]
+        events: list[Event] = [
+            (_FRAME_PUT, frame.timestamp_ms, self._payload(frame)) for frame in frames
+        ]
 
         def forget() -> None:
             for fid in new:
@@ -227,17 +242,35 @@ class Service:
         in_flight.update(dict.fromkeys(new, (committed, new)))
         return committed
 
+    def _payload(self, frame: Frame) -> bytes | Callable[[int], bytes]:
+        """A public frame's payload now; a private one's sealer, run by the writer."""
+        if frame.private and self.vault is not None:
+            return self.vault.sealer(frame)
+        return encode_frame_put(frame)
+
     def delete(self, args: dict[str, Any]) -> Result:
         fid = validation.frame_id_arg(args)
-        if fid not in self._projection.table and fid not in self._in_flight:
+        slot = self._projection.table.get(fid)
+        if slot is None and fid not in self._in_flight:
             return {"id": fid, "deleted": False, "seq": None}
-        event = (int(RecordType.FRAME_DELETE), now_ms(), encode_frame_delete(fid))
+        event: Event = (int(RecordType.FRAME_DELETE), now_ms(), encode_frame_delete(fid))
 
         def apply(appended: Sequence[AppendedRecord]) -> dict[str, Any]:
             seq = appended[0].seq
             deleted = self._projection.apply_delete(seq, fid)
             return {"id": fid, "deleted": deleted, "seq": seq}
 
+        vault = self.vault
+        sealed = frame_at(self._log, slot) if slot is not None and vault is not None else None
+        if vault is not None and sealed is not None and sealed.sealed is not None:
+
+            async def forget_then_delete() -> Any:
+                # The data key goes first: should the tombstone then fail, the frame
+                # stays listed but unreadable, never deleted yet readable from a backup.
+                await asyncio.to_thread(vault.forget, sealed)
+                return await self._writer.submit([event], apply)
+
+            return asyncio.ensure_future(forget_then_delete())
         return self._writer.submit([event], apply)
 
     # -- reads ---------------------------------------------------------------------
@@ -250,7 +283,15 @@ class Service:
         slot = self._projection.table.get(fid)
         if slot is None:
             raise MemorydError(errors.NOT_FOUND, f"no live frame has id {fid}")
-        return {"frame": frame_at(self._log, slot).to_dict()}
+        frame = frame_at(self._log, slot)
+        if frame.sealed is not None:
+            frame = self._reveal(frame)
+        return {"frame": frame.to_dict()}
+
+    def _reveal(self, frame: Frame) -> Frame:
+        if self.vault is None:
+            raise MemorydError(errors.LOCKED, f"frame {frame.id} is private and there is no vault")
+        return self.vault.reveal(frame)
 
     def recent(self, args: dict[str, Any]) -> Result:
         namespace, kind, cursor = self._filters(args)
@@ -300,8 +341,21 @@ class Service:
             raise validation.bad_request(str(exc)) from None
 
     def _page_result(self, page: SlotPage) -> dict[str, Any]:
-        frames = [frame_at(self._log, slot).to_dict() for slot in page.slots]
-        return {"frames": frames, "next_cursor": page.next_cursor}
+        frames: list[dict[str, Any]] = []
+        withheld: list[dict[str, Any]] = []
+        for slot in page.slots:
+            frame = frame_at(self._log, slot)
+            if frame.sealed is not None:
+                try:
+                    frame = self._reveal(frame)
+                except MemorydError as exc:  # locked, tampered or forgotten: named, not shown
+                    withheld.append({"id": frame.id, "code": exc.code})
+                    continue
+            frames.append(frame.to_dict())
+        result: dict[str, Any] = {"frames": frames, "next_cursor": page.next_cursor}
+        if withheld:
+            result["withheld"] = withheld
+        return result
 
     def stats(self, args: dict[str, Any]) -> Result:
         projection = self._projection
@@ -320,5 +374,6 @@ class Service:
             "commit_queue_events": self._writer.queued_events,
             "durability": self._config.durability.value,
             "log": self._log.stats(),
+            "vault": "no vault" if self.vault is None else self.vault.state,
             **self._stats_extra(),
         }

@@ -16,6 +16,12 @@ wrapping, a task wake-up), which is most of a lone put's overhead beyond the
 fsync; and the thread starts on the next group as soon as a sync returns,
 while the loop is still applying the group before.
 
+A payload may be deferred: a function of the record's sequence number, called
+on the writer's thread just before the append, when that number is known (a
+private frame is sealed there, bound to its seq, and the seal's cost stays off
+the loop).  If it raises, only its submission fails (MemorydError as raised,
+else ``internal``); the rest of the group is committed.
+
 If the append fails (a full disk, an I/O error) the log has already undone
 the partial write; every submission in that group fails with ``disk_full``
 or ``storage_error`` and the writer carries on with the next group.
@@ -38,7 +44,9 @@ from memoryd.storage import AppendedRecord, EventLog
 
 log = logging.getLogger("memoryd.writer")
 
-Event = tuple[int, int, bytes]  # (record_type, timestamp_ms, payload)
+Payload = bytes | Callable[[int], bytes]  # bytes, or deferred: made from the record's seq
+Event = tuple[int, int, Payload]  # (record_type, timestamp_ms, payload)
+Resolved = tuple[int, int, bytes]
 ApplyFn = Callable[[Sequence[AppendedRecord]], object]
 
 
@@ -49,6 +57,7 @@ class Submission:
     future: asyncio.Future[object]
     # Called on the loop when the events could not be committed, before the future fails.
     on_failure: Callable[[], None] | None = None
+    deferred: bool = False  # some payload is a function of the seq
 
 
 class CommitWriter:
@@ -107,7 +116,8 @@ class CommitWriter:
             )
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._queued_events += len(events)
-        self._queue.put(Submission(events, apply, future, on_failure))
+        deferred = any(not isinstance(event[2], bytes) for event in events)
+        self._queue.put(Submission(events, apply, future, on_failure, deferred))
         return future
 
     async def run(self) -> None:
@@ -151,9 +161,14 @@ class CommitWriter:
                 if first is None:
                     break
                 group, carry, stopping = self._gather(first)
+                group, refused = self._resolve(group)
+                if refused:
+                    loop.call_soon_threadsafe(self._fail_refused, refused)
+                if not group:
+                    continue
                 try:
                     result: list[AppendedRecord] | Exception = self._log.append(
-                        [event for submission in group for event in submission.events]
+                        [event for submission in group for event in submission.events]  # type: ignore[misc]
                     )
                 except Exception as exc:  # the log undid the append: fail this group only
                     result = exc
@@ -197,6 +212,30 @@ class CommitWriter:
             size += len(submission.events)
         return group, None, False
 
+    def _resolve(
+        self, group: list[Submission]
+    ) -> tuple[list[Submission], list[tuple[Submission, Exception]]]:
+        """Make the deferred payloads of ``group`` from the seqs its events will get.
+
+        Returns the submissions to append and those whose payload refused.
+        """
+        if not any(submission.deferred for submission in group):
+            return group, []
+        seq = self._log.last_seq + 1  # this thread is the only appender
+        kept: list[Submission] = []
+        refused: list[tuple[Submission, Exception]] = []
+        for submission in group:
+            if submission.deferred:
+                try:
+                    submission.events = _resolved(submission.events, seq)
+                except Exception as exc:  # only this submission fails
+                    refused.append((submission, exc))
+                    continue
+                submission.deferred = False
+            kept.append(submission)
+            seq += len(submission.events)
+        return kept, refused
+
     # -- back on the loop ---------------------------------------------------------------
 
     def _finish_group(
@@ -227,6 +266,20 @@ class CommitWriter:
         if self._on_committed is not None and result:
             self._on_committed(result[-1].seq)
 
+    def _fail_refused(self, refused: list[tuple[Submission, Exception]]) -> None:
+        """Fail the submissions whose deferred payload raised: nothing of them was written."""
+        for submission, exc in refused:
+            self._queued_events -= len(submission.events)
+            if isinstance(exc, MemorydError):
+                failure = exc
+            else:
+                log.error("a deferred payload failed", exc_info=exc)
+                failure = MemorydError(errors.INTERNAL, f"not committed: {type(exc).__name__}")
+            if submission.on_failure is not None:
+                submission.on_failure()
+            if not submission.future.done():
+                submission.future.set_exception(failure)
+
     def _fail_group(self, group: list[Submission], exc: Exception) -> None:
         self.commit_failures += 1
         events = sum(len(submission.events) for submission in group)
@@ -241,6 +294,13 @@ class CommitWriter:
                 submission.on_failure()
             if not submission.future.done():
                 submission.future.set_exception(failure)
+
+
+def _resolved(events: list[Event], first_seq: int) -> list[Event]:
+    return [
+        (kind, timestamp_ms, payload if isinstance(payload, bytes) else payload(first_seq + i))
+        for i, (kind, timestamp_ms, payload) in enumerate(events)
+    ]
 
 
 def _settle(future: asyncio.Future[None], outcome: BaseException | None) -> None:

@@ -23,12 +23,17 @@ Layout (little-endian)::
     32      4     CRC-32       of the body as stored
     36      N     body         orjson list of frame objects (Frame.to_dict()), maybe compressed
 
+A private frame is stored as the log holds it: sealed.  Its object has empty
+``content``, ``tags``, ``metadata`` and ``source`` and its envelope, base64,
+in ``sealed``; no plaintext of it is ever in a chunk.
+
 A body is compressed only when that saves at least ``COMPRESS_SAVING_MIN``
 of its size (short frames often do not pay for zlib's header).
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import struct
 import time
@@ -77,7 +82,7 @@ def encode_chunk(frames: Sequence[Frame]) -> tuple[bytes, int]:
     """The bytes of a chunk holding ``frames`` (in seq order) and its raw body size."""
     if not 0 < len(frames) <= CHUNK_FRAMES_MAX:
         raise ChunkError(f"a chunk holds 1 to {CHUNK_FRAMES_MAX} frames, not {len(frames)}")
-    raw = orjson.dumps([frame.to_dict() for frame in frames])
+    raw = orjson.dumps([_frame_object(frame) for frame in frames])
     body, codec = raw, CODEC_RAW
     packed = zlib.compress(raw, COMPRESS_LEVEL)
     if len(packed) <= len(raw) * (1 - COMPRESS_SAVING_MIN):
@@ -94,6 +99,15 @@ def encode_chunk(frames: Sequence[Frame]) -> tuple[bytes, int]:
         zlib.crc32(body),
     )
     return header + body, len(raw)
+
+
+def _frame_object(frame: Frame) -> dict[str, object]:
+    if frame.sealed is None:
+        return frame.to_dict()
+    obj = frame.to_dict()
+    obj.update(content="", tags=[], metadata={}, source="")  # a sealed frame holds none
+    obj["sealed"] = base64.b64encode(frame.sealed).decode("ascii")
+    return obj
 
 
 def write_chunk(chunks_dir: Path, frames: Sequence[Frame]) -> ChunkInfo:
@@ -141,6 +155,7 @@ def read_chunk(path: Path) -> list[Frame]:
             metadata=obj["metadata"],
             private=obj["private"],
             source=obj["source"],
+            sealed=base64.b64decode(obj["sealed"]) if "sealed" in obj else None,
         )
         for obj in orjson.loads(body)
     ]

@@ -6,19 +6,36 @@
 - the search indexes (keyword and vector), when attached.
 
 It never reads anything but the entries it is given, so running it over the
-whole log from sequence 1 (``memoryd rebuild``) reproduces it exactly.  A
+whole log from sequence 1 (``memoryd rebuild``) reproduces it exactly.
+
+Private frames (sealed in the log) never take the plain path: ``apply`` puts
+them in their chunk sealed and sets them aside as *pending*.  While the vault
+is unlocked, ``prepare_private`` opens pending ones (via ``PrivateAccess``, on
+the builder's thread), and ``apply_private`` indexes them: the inverted index
+gets only blinded tokens of their terms, the catalog only blinded tags, and
+their vectors stay in memory only.  On lock or a change of index key,
+``unindex_private`` takes them all out again (pending once more), so nothing
+derived from a private frame's plaintext outlives the key.
+
+What a checkpoint of this state must leave out or treat specially
+(``private_doc_numbers``): the vector rows of those docs (embeddings of
+plaintext); and since their blinded terms are valid only under one index key,
+a checkpoint should store private docs as pending (``private_pending`` and
+``private_indexed``: frame id -> record location), to be indexed again after
+unlock, rather than their postings.  A
 record it cannot fold (a payload that is not a valid event) is skipped,
 counted and remembered in ``unbuildable``; it stays in the log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import orjson
 
 from memoryd.storage.catalog import Catalog
 from memoryd.storage.chunks import ChunkInfo, write_chunk
@@ -26,19 +43,39 @@ from memoryd.storage.events import EventError, Frame, decode_frame_delete, decod
 from memoryd.storage.log import LogEntry, RecordLocation
 from memoryd.storage.record import RecordType
 from memoryd.storage.search import SearchIndex
+from memoryd.storage.search.text import TermBatch
 
 UNBUILDABLE_KEPT_MAX = 100  # how many unbuildable records are remembered for stats
+
+
+class PrivateAccess(Protocol):
+    """What the builder needs of the vault (daemon/vault.py); callable from any thread."""
+
+    @property
+    def index_key_id(self) -> int | None:
+        """The index key in use, None while locked."""
+
+    def open_for_index(self, frame: Frame) -> Frame | None:
+        """Sealed ``frame`` opened, None while locked; EventError (naming it) if it fails."""
+
+    def blind_terms(self, terms: list[str], key_id: int) -> list[str] | None:
+        """Blinded tokens of ``terms`` ('' stays ''), None unless under ``key_id``."""
 
 
 class FrameIndex(Protocol):
     """What a search index offers the builder.
 
     ``prepare`` does the expensive, stateless part (embedding) and may run on
-    any thread; ``add_frames`` and ``remove_doc`` change the index and run
-    only where searches run.
+    any thread; ``prepare_private`` does it for opened private frames, whose
+    terms must go through ``blind``; ``add_frames`` and ``remove_doc`` change
+    the index and run only where searches run.
     """
 
     def prepare(self, frames: Sequence[Frame]) -> object: ...
+
+    def prepare_private(
+        self, frames: Sequence[Frame], blind: Callable[[list[str]], list[str] | None]
+    ) -> object | None: ...
 
     def add_frames(
         self, docs: Sequence[int], frames: Sequence[Frame], prepared: object
@@ -56,19 +93,43 @@ class SearchFrames:
     def prepare(self, frames: Sequence[Frame]) -> object:
         return self.index.embedder.embed([frame.content for frame in frames])
 
+    def prepare_private(
+        self, frames: Sequence[Frame], blind: Callable[[list[str]], list[str] | None]
+    ) -> object | None:
+        """Embeddings and blinded terms of opened private frames; None if ``blind`` refuses."""
+        batch = self.index.inverted.tokenizer.terms_batch([frame.content for frame in frames])
+        blinded = blind(batch.terms)
+        if blinded is None:
+            return None
+        vectors = self.index.embedder.embed([frame.content for frame in frames])
+        return BlindedText(vectors, TermBatch(blinded, batch.counts))
+
     def add_frames(self, docs: Sequence[int], frames: Sequence[Frame], prepared: object) -> None:
+        terms: TermBatch | None = None
+        if isinstance(prepared, BlindedText):
+            terms = prepared.terms
+            prepared = prepared.vectors
         assert isinstance(prepared, np.ndarray) and len(prepared) == len(frames)
         self.index.add_batch(
             docs,
-            [frame.content for frame in frames],
+            [] if terms is not None else [frame.content for frame in frames],
             [frame.timestamp_ms for frame in frames],
             [frame.importance for frame in frames],
             [frame.kind for frame in frames],
             vectors=prepared,
+            terms=terms,
         )
 
     def remove_doc(self, doc: int) -> None:
         self.index.delete([doc])
+
+
+@dataclass(frozen=True, slots=True)
+class BlindedText:
+    """Private frames' prepared work: embeddings (memory only) and blinded terms."""
+
+    vectors: np.ndarray
+    terms: TermBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +140,18 @@ class PreparedEvent:
     frame: Frame | None = None
     delete_id: str | None = None
     error: str | None = None
+    location: RecordLocation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedPrivate:
+    """Pending private frames opened, with each index's work, under one index key."""
+
+    key_id: int
+    frames: list[Frame]  # opened: for the indexes only, never stored
+    locations: list[RecordLocation]
+    per_index: list[object]
+    failed: list[tuple[str, int, str]]  # (frame id, seq, reason): never indexable
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +170,8 @@ class BuildStep:
 
     frames: list[Frame]
     deleted: bool
+    # Every new put of the run as stored (private ones sealed): the chunk's frames.
+    chunk_frames: list[Frame] = field(default_factory=list)
 
     @property
     def namespaces(self) -> set[str]:
@@ -125,11 +200,16 @@ class DerivedState:
     frames_built: int = 0
     unbuildable_total: int = 0
     unbuildable: list[Unbuildable] = field(default_factory=list)
+    private: PrivateAccess | None = None
+    # Private frames by id -> (seq, record location): built (in their chunk) but not
+    # indexed (locked, or taken out on lock), and those indexed under the current key.
+    private_pending: dict[str, tuple[int, RecordLocation]] = field(default_factory=dict)
+    private_indexed: dict[str, tuple[int, RecordLocation]] = field(default_factory=dict)
 
     def build(self, entries: Sequence[LogEntry]) -> BuildStep:
         """Fold ``entries`` (consecutive, in log order) and store their chunk."""
         step = self.apply(self.prepare(entries))
-        self.store_chunk(step.frames)
+        self.store_chunk(step.chunk_frames)
         return step
 
     def prepare(self, entries: Sequence[LogEntry]) -> Prepared:
@@ -144,13 +224,13 @@ class DerivedState:
             try:
                 if record.record_type == RecordType.FRAME_PUT:
                     frame = decode_frame_put(record.payload, record.seq, record.timestamp_ms)
-                    events.append(PreparedEvent(record.seq, frame=frame))
+                    events.append(PreparedEvent(record.seq, frame=frame, location=entry.location))
                 elif record.record_type == RecordType.FRAME_DELETE:
                     target = decode_frame_delete(record.payload)
                     events.append(PreparedEvent(record.seq, delete_id=target))
             except EventError as exc:
                 events.append(PreparedEvent(record.seq, error=str(exc)))
-        frames = [event.frame for event in events if event.frame is not None]
+        frames = [e.frame for e in events if e.frame is not None and e.frame.sealed is None]
         per_index = [index.prepare(frames) for index in self.indexes] if frames else []
         return Prepared(entries, events, frames, per_index)
 
@@ -161,19 +241,27 @@ class DerivedState:
         so may run on another thread, in the order the steps were applied.
         """
         added: list[Frame] = []
+        stored: list[Frame] = []
         docs: list[int] = []
         positions: list[int] = []  # of each added frame within prepared.frames
         removed: list[int] = []
         put_position = -1
         for event in prepared.events:
-            if event.frame is not None:
+            frame = event.frame
+            if frame is not None and frame.sealed is not None:
+                if self._set_aside(frame, event.location):
+                    stored.append(frame)
+            elif frame is not None:
                 put_position += 1
-                if event.frame.id in self.catalog.doc_of:
+                if frame.id in self.catalog.doc_of:
                     continue  # a duplicate put that the writer let through: already built
-                docs.append(self._catalog_add(event.frame))
-                added.append(event.frame)
+                docs.append(self._catalog_add(frame))
+                added.append(frame)
+                stored.append(frame)
                 positions.append(put_position)
             elif event.delete_id is not None:
+                self.private_pending.pop(event.delete_id, None)
+                self.private_indexed.pop(event.delete_id, None)
                 doc = self.catalog.remove(event.delete_id)
                 if doc is not None:
                     removed.append(doc)
@@ -190,9 +278,104 @@ class DerivedState:
             last = prepared.entries[-1]
             self.built_seq = last.record.seq
             self.resume_at = last.location
-        return BuildStep(added, bool(removed))
+        return BuildStep(added, bool(removed), stored)
 
-    def _catalog_add(self, frame: Frame) -> int:
+    # -- private frames ---------------------------------------------------------------
+
+    def _set_aside(self, frame: Frame, location: RecordLocation | None) -> bool:
+        """A sealed frame of the log: pending until indexed.  False for a duplicate."""
+        if frame.id in self.private_pending or frame.id in self.private_indexed:
+            return False
+        assert location is not None
+        self.private_pending[frame.id] = (frame.seq, location)
+        return True
+
+    def pending_batch(self, frames_max: int) -> list[tuple[int, RecordLocation]]:
+        """Up to ``frames_max`` pending private frames (seq, location), oldest first."""
+        return sorted(self.private_pending.values())[:frames_max]
+
+    def prepare_private(self, entries: Sequence[LogEntry]) -> PreparedPrivate | None:
+        """Open pending private frames and do each index's work; None while locked.
+
+        Runs on the builder's thread, like ``prepare``.
+        """
+        access = self.private
+        key_id = None if access is None else access.index_key_id
+        if access is None or key_id is None:
+            return None
+        frames: list[Frame] = []
+        locations: list[RecordLocation] = []
+        failed: list[tuple[str, int, str]] = []
+        for entry in entries:
+            record = entry.record
+            try:
+                sealed = decode_frame_put(record.payload, record.seq, record.timestamp_ms)
+                opened = access.open_for_index(sealed)
+            except EventError as exc:
+                failed.append((_frame_id_of(record.payload), record.seq, str(exc)))
+                continue
+            if opened is None:
+                return None  # locked meanwhile
+            frames.append(opened)
+            locations.append(entry.location)
+        work: list[object] = []
+        for index in self.indexes:
+            prepared = index.prepare_private(frames, lambda ts: access.blind_terms(ts, key_id))
+            if prepared is None:
+                return None  # the index key changed meanwhile
+            work.append(prepared)
+        return PreparedPrivate(key_id, frames, locations, work, failed)
+
+    def apply_private(self, prepared: PreparedPrivate) -> BuildStep:
+        """Index opened private frames, if still pending and under the same key."""
+        access = self.private
+        for frame_id, seq, reason in prepared.failed:
+            if self.private_pending.pop(frame_id, None) is not None:
+                self._note_unbuildable(seq, reason)
+        if access is None or access.index_key_id != prepared.key_id:
+            return BuildStep([], False)
+        keep = [i for i, f in enumerate(prepared.frames) if f.id in self.private_pending]
+        frames = [prepared.frames[i] for i in keep]
+        if not frames:
+            return BuildStep([], False)
+        docs: list[int] = []
+        for frame in frames:
+            self.private_indexed[frame.id] = self.private_pending.pop(frame.id)
+            tags = [blinded_tag_name(tag) for tag in frame.tags]
+            blinded_tags = access.blind_terms(tags, prepared.key_id) if tags else []
+            docs.append(self._catalog_add(frame, tags=blinded_tags or []))
+        for index, work in zip(self.indexes, prepared.per_index, strict=True):
+            index.add_frames(docs, frames, _select(work, keep, len(prepared.frames)))
+        return BuildStep(frames, False)
+
+    def unindex_private(self) -> int:
+        """Take every indexed private frame out of the catalog and indexes (pending again).
+
+        On lock and on a change of index key; returns how many.
+        """
+        count = 0
+        for frame_id, entry in self.private_indexed.items():
+            doc = self.catalog.remove(frame_id)
+            if doc is not None:
+                for index in self.indexes:
+                    index.remove_doc(doc)
+                count += 1
+            self.private_pending[frame_id] = entry
+        self.private_indexed = {}
+        return count
+
+    def private_doc_numbers(self) -> list[int]:
+        """The docs of indexed private frames: a checkpoint must not store their vectors."""
+        doc_of = self.catalog.doc_of
+        return sorted(doc_of[i] for i in self.private_indexed if i in doc_of)
+
+    def searchable_seq(self, unlocked: bool) -> int:
+        """Every record up to this seq is searchable (as far as the vault state allows)."""
+        if not unlocked or not self.private_pending:
+            return self.built_seq
+        return min(self.built_seq, min(seq for seq, _ in self.private_pending.values()) - 1)
+
+    def _catalog_add(self, frame: Frame, tags: list[str] | None = None) -> int:
         self.frames_built += 1
         return self.catalog.add(
             frame.id,
@@ -201,7 +384,7 @@ class DerivedState:
             frame.importance,
             frame.namespace,
             frame.kind,
-            frame.tags,
+            frame.tags if tags is None else tags,
         )
 
     def store_chunk(self, frames: Sequence[Frame]) -> None:
@@ -230,11 +413,36 @@ class DerivedState:
             "chunk_raw_bytes_per_frame": round(self.chunk_bytes_raw / frames, 1),
             "catalog_bytes": self.catalog.memory_bytes(),
             "unbuildable_records": self.unbuildable_total,
+            "private_indexed": len(self.private_indexed),
+            "private_pending": len(self.private_pending),
         }
 
 
 def _select(work: object, positions: list[int], total: int) -> object:
     """The rows of an index's prepared work that belong to the frames actually added."""
-    if len(positions) == total or not isinstance(work, np.ndarray):
+    if len(positions) == total:
+        return work
+    if isinstance(work, BlindedText):
+        counts = work.terms.counts
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        terms = [t for i in positions for t in work.terms.terms[starts[i] : starts[i + 1]]]
+        return BlindedText(work.vectors[positions], TermBatch(terms, counts[positions]))
+    if not isinstance(work, np.ndarray):
         return work
     return work[positions]
+
+
+_TAG_DOMAIN = "\x1ftag\x1f"  # a private frame's tags are blinded apart from its terms
+
+
+def blinded_tag_name(tag: str) -> str:
+    """What ``blind_terms`` is given for a tag (search filters blind theirs the same way)."""
+    return _TAG_DOMAIN + tag
+
+
+def _frame_id_of(payload: bytes) -> str:
+    try:
+        value = orjson.loads(payload).get("id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return "?"
+    return value if isinstance(value, str) else "?"

@@ -9,6 +9,16 @@ the sequence number and the timestamp, so events do not repeat them.
     {"id": str, "ns": str, "kind": str, "content": str, "tags": [str],
      "imp": float, "meta": object, "priv": bool, "src": str}
 
+A private frame's ``FRAME_PUT`` holds none of what its writer wrote in clear:
+its content, tags, metadata and source are one sealed envelope (memoryd.crypto,
+bound to id, namespace and seq), base64 in ``sealed``::
+
+    {"id": str, "ns": str, "kind": str, "imp": float, "priv": true, "sealed": str}
+
+The envelope's plaintext is ``{"content": str, "tags": [str], "meta": object,
+"src": str}`` (``private_fields``).  Its id is keyed, not content-addressed
+(see daemon/vault.py), so it reveals nothing of the content either.
+
 ``FRAME_DELETE`` payload::
 
     {"id": str}
@@ -20,6 +30,8 @@ repeated put is recognised and never stored twice.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +74,9 @@ class Frame:
     metadata: dict[str, Any] = field(default_factory=dict)
     private: bool = False
     source: str = ""
+    # A private frame as read from the log: its envelope, with content, tags,
+    # metadata and source empty until opened (``with_private_fields``).
+    sealed: bytes | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The frame's public representation (the wire protocol's frame object)."""
@@ -81,7 +96,13 @@ class Frame:
 
 
 def encode_frame_put(frame: Frame) -> bytes:
-    """Payload of a FRAME_PUT record for ``frame`` (seq and time live in the header)."""
+    """Payload of a FRAME_PUT record for ``frame`` (seq and time live in the header).
+
+    A frame with ``sealed`` set is written sealed: only its id, namespace,
+    kind, importance and envelope.
+    """
+    if frame.sealed is not None:
+        return encode_sealed_put(frame, frame.sealed)
     return orjson.dumps(
         {
             "id": frame.id,
@@ -94,6 +115,55 @@ def encode_frame_put(frame: Frame) -> bytes:
             "priv": frame.private,
             "src": frame.source,
         }
+    )
+
+
+def encode_sealed_put(frame: Frame, envelope: bytes) -> bytes:
+    """Payload of a private frame's FRAME_PUT: nothing its writer wrote but in ``envelope``."""
+    return orjson.dumps(
+        {
+            "id": frame.id,
+            "ns": frame.namespace,
+            "kind": frame.kind,
+            "imp": frame.importance,
+            "priv": True,
+            "sealed": base64.b64encode(envelope).decode("ascii"),
+        }
+    )
+
+
+def private_fields(frame: Frame) -> bytes:
+    """The plaintext a private frame's envelope seals: everything its writer wrote."""
+    return orjson.dumps(
+        {"content": frame.content, "tags": frame.tags, "meta": frame.metadata, "src": frame.source}
+    )
+
+
+def with_private_fields(frame: Frame, plaintext: bytes) -> Frame:
+    """A copy of sealed ``frame`` with the fields ``plaintext`` (an opened envelope) holds."""
+    obj = _load_object(plaintext)
+    content, tags = obj.get("content"), obj.get("tags", [])
+    meta, src = obj.get("meta", {}), obj.get("src", "")
+    if not (
+        isinstance(content, str)
+        and isinstance(tags, list)
+        and isinstance(meta, dict)
+        and isinstance(src, str)
+    ):
+        raise EventError("a private frame's sealed fields are malformed")
+    return Frame(
+        frame.id,
+        frame.seq,
+        frame.timestamp_ms,
+        frame.namespace,
+        frame.kind,
+        content,
+        tags,
+        frame.importance,
+        meta,
+        True,
+        src,
+        frame.sealed,
     )
 
 
@@ -115,6 +185,8 @@ def _load_object(payload: bytes) -> dict[str, Any]:
 def decode_frame_put(payload: bytes, seq: int, timestamp_ms: int) -> Frame:
     """Rebuild the frame stored by a FRAME_PUT record; raises EventError if malformed."""
     obj = _load_object(payload)
+    if obj.get("priv") is True and "sealed" in obj:
+        return _decode_sealed_put(obj, seq, timestamp_ms)
     try:
         frame = Frame(
             id=obj["id"],
@@ -134,6 +206,25 @@ def decode_frame_put(payload: bytes, seq: int, timestamp_ms: int) -> Frame:
     if not (isinstance(frame.id, str) and isinstance(frame.content, str)):
         raise EventError("frame put payload has a non-string id or content")
     return frame
+
+
+def _decode_sealed_put(obj: dict[str, Any], seq: int, timestamp_ms: int) -> Frame:
+    fid, namespace, kind, sealed = obj.get("id"), obj.get("ns"), obj.get("kind"), obj.get("sealed")
+    if not (
+        isinstance(fid, str)
+        and isinstance(namespace, str)
+        and isinstance(kind, str)
+        and isinstance(sealed, str)
+    ):
+        raise EventError("private frame put payload is missing or mistypes a field")
+    try:
+        envelope = base64.b64decode(sealed, validate=True)
+        importance = float(obj.get("imp", 0.5))
+    except (binascii.Error, TypeError, ValueError):
+        raise EventError("private frame put payload has a malformed envelope") from None
+    return Frame(
+        fid, seq, timestamp_ms, namespace, kind, "", [], importance, {}, True, "", envelope
+    )
 
 
 def decode_frame_delete(payload: bytes) -> str:

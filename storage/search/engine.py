@@ -16,6 +16,7 @@ mutation (the daemon serializes them on its one builder task or a lock).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ from memoryd.storage.search.columns import DocColumns
 from memoryd.storage.search.embedding import Embedder, HashingEmbedder
 from memoryd.storage.search.inverted import InvertedIndex
 from memoryd.storage.search.ranking import Mode, RankingWeights, ScoreParts
-from memoryd.storage.search.text import ParsedQuery, contains_phrase
+from memoryd.storage.search.text import ParsedQuery, TermBatch, contains_phrase
 from memoryd.storage.search.vectors import VectorIndex
 
 k_max = 1000  # results of one search
@@ -98,9 +99,14 @@ class SearchIndex:
         importance: Sequence[float] | FloatArray | None = None,
         kinds: Sequence[str] | None = None,
         vectors: FloatArray | None = None,
+        terms: TermBatch | None = None,
     ) -> None:
-        """Index a batch; ``vectors`` may bring precomputed embeddings (else embedded here)."""
-        self.inverted.add_batch(docs, texts)
+        """Index a batch; ``vectors`` may bring precomputed embeddings (else embedded here),
+        ``terms`` the keyword terms (else the tokenizer's terms of ``texts``)."""
+        if terms is None:
+            self.inverted.add_batch(docs, texts)
+        else:
+            self.inverted.add_terms(docs, terms)
         self.vectors.add_batch(docs, self.embedder.embed(texts) if vectors is None else vectors)
         self.columns.set_batch(docs, times_ms, importance, kinds)
 
@@ -129,13 +135,21 @@ class SearchIndex:
         explain: bool = False,
         text_of: Callable[[int], str] | None = None,
         weights: RankingWeights | None = None,
+        blind: Callable[[list[str]], list[str]] | None = None,
     ) -> SearchResult:
-        """The ``k`` best docs for ``query``; see ``ranking.py`` for how modes score."""
+        """The ``k`` best docs for ``query``; see ``ranking.py`` for how modes score.
+
+        ``blind`` maps terms to the tokens private docs are indexed under: with
+        it, the query's terms are looked up both ways (a doc holds one kind only).
+        """
         if mode not in ranking.MODES:
             raise ValueError(f"unknown mode {mode!r}")
         w = weights or RankingWeights()
         k = max(0, min(k, k_max))
         parsed = self.inverted.tokenizer.parse_query(query)
+        if blind is not None and parsed.terms:
+            blinded = tuple(blind(list(parsed.terms)))
+            parsed = dataclasses.replace(parsed, terms=parsed.terms + blinded)
         depth = max(w.depth, k)
         now = int(now_ms) if now_ms is not None else int(self.columns.time_ms.max(initial=0))
         kw_docs = np.empty(0, np.int64)
@@ -152,7 +166,7 @@ class SearchIndex:
         if cand.shape[0] == 0:
             return SearchResult(cand, np.empty(0, np.float32), None)
         extra: dict[str, FloatArray] = {}
-        phrase = self._phrase_hits(parsed, cand, text_of)
+        phrase = self._phrase_hits(parsed, cand, text_of, blind)
         if mode == "classic":
             relevance = self._classic(parsed, cand, phrase, qvec, now, extra)
             parts = self._parts(cand, relevance, now, w, extra, classic=True)
@@ -248,7 +262,11 @@ class SearchIndex:
         return ScoreParts(cand, relevance, recency, importance, kind, score, extra)
 
     def _phrase_hits(
-        self, parsed: ParsedQuery, cand: IntArray, text_of: Callable[[int], str] | None
+        self,
+        parsed: ParsedQuery,
+        cand: IntArray,
+        text_of: Callable[[int], str] | None,
+        blind: Callable[[list[str]], list[str]] | None = None,
     ) -> FloatArray:
         """1 for candidates whose text holds one of the query's phrases verbatim."""
         out = np.zeros(cand.shape[0], dtype=np.float32)
@@ -262,6 +280,8 @@ class SearchIndex:
             terms = [t for t in map(tokenizer.term_of_word, phrase) if t]
             holders = self.inverted.docs_with_all(terms) if terms else cand
             maybe |= np.isin(cand, holders)
+            if blind is not None and terms:
+                maybe |= np.isin(cand, self.inverted.docs_with_all(blind(terms)))
         for i in np.flatnonzero(maybe).tolist():
             words = tokenizer.words(text_of(int(cand[i])))
             if any(contains_phrase(words, p) for p in parsed.phrases):

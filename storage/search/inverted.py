@@ -49,7 +49,7 @@ from memoryd.storage.search.postings import (
     merge_segments,
     term_id_max,
 )
-from memoryd.storage.search.text import DEFAULT_TOKENIZER, Tokenizer
+from memoryd.storage.search.text import DEFAULT_TOKENIZER, TermBatch, Tokenizer
 
 tail_postings_max = 1 << 18  # ~1.5 MiB of tail postings (~8k frames) before sealing
 tail_segments_max = 32  # single-frame batches in a quiet daemon: seal after this many
@@ -101,19 +101,30 @@ class InvertedIndex:
 
     def add_batch(self, docs: Sequence[int] | IntArray, texts: Sequence[str]) -> None:
         """Index ``texts[i]`` as doc ``docs[i]``; docs increasing, above all earlier ones."""
-        doc_arr = np.asarray(docs, dtype=np.int64)
-        if doc_arr.shape[0] != len(texts):
+        if len(docs) != len(texts):
             raise ValueError("docs and texts differ in length")
+        if len(texts):
+            self.add_terms(docs, self.tokenizer.terms_batch(texts))
+
+    def add_terms(self, docs: Sequence[int] | IntArray, batch: TermBatch) -> None:
+        """Index terms already made (``batch``: doc ``docs[i]`` owns ``batch.counts[i]``).
+
+        For terms the tokenizer does not make itself: the blinded tokens of a
+        private frame (daemon/vault.py), never its plaintext words.
+        """
+        doc_arr = np.asarray(docs, dtype=np.int64)
+        if doc_arr.shape[0] != batch.counts.shape[0]:
+            raise ValueError("docs and term counts differ in length")
         if doc_arr.shape[0] == 0:
             return
         self._check_new_docs(doc_arr)
-        batch = self.tokenizer.terms_batch(texts)
+        n_docs = int(doc_arr.shape[0])
         ids = np.fromiter(map(self._term_id, batch.terms), dtype=np.int64, count=len(batch.terms))
         owner = np.repeat(doc_arr, batch.counts)
         kept = ids != 0
         ids, owner = ids[kept], owner[kept]
-        slot = np.repeat(np.arange(len(texts)), batch.counts)
-        lengths = np.bincount(slot[kept], minlength=len(texts))
+        slot = np.repeat(np.arange(n_docs), batch.counts)
+        lengths = np.bincount(slot[kept], minlength=n_docs)
         self._grow_docs(int(doc_arr[-1]) + 1)
         self._doc_len[doc_arr] = lengths
         self._live[doc_arr] = True

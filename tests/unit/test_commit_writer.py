@@ -235,3 +235,41 @@ async def wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
     async with asyncio.timeout(timeout_s):
         while not condition():
             await asyncio.sleep(0.005)
+
+
+async def test_deferred_payloads_get_their_record_seq_and_a_refusal_fails_only_its_own(
+    gated: GatedLog,
+) -> None:
+    writer = make_writer(gated)
+    task = asyncio.create_task(writer.run())
+    gated.gate.clear()
+    first = writer.submit(events(1, "a"), seqs)
+    await asyncio.sleep(0.05)
+    made_on: list[str] = []
+
+    def deferred(tag: str) -> Callable[[int], bytes]:
+        def payload(seq: int) -> bytes:
+            made_on.append(threading.current_thread().name)
+            return f'{{"id":"{tag}","seq":{seq}}}'.encode()
+
+        return payload
+
+    def refuse(seq: int) -> bytes:
+        raise MemorydError(errors.LOCKED, "locked meanwhile")
+
+    failures: list[str] = []
+    ok_before = writer.submit([(PUT, 1, deferred("b")), (PUT, 1, deferred("c"))], seqs)
+    refused = writer.submit([(PUT, 1, refuse)], seqs, lambda: failures.append("refused"))
+    ok_after = writer.submit([(PUT, 1, deferred("d"))], seqs)
+    gated.gate.set()
+    assert await first == [1]
+    assert await ok_before == [2, 3]
+    with pytest.raises(MemorydError) as exc:
+        await refused
+    assert exc.value.code == errors.LOCKED and failures == ["refused"]
+    assert await ok_after == [4]  # the refused submission took no seq
+    assert made_on == ["memoryd-log"] * 3
+    written = [entry.record.payload for entry in gated.log.read_from(2)]
+    assert written == [b'{"id":"b","seq":2}', b'{"id":"c","seq":3}', b'{"id":"d","seq":4}']
+    assert writer.queued_events == 0
+    await stop(writer, task)

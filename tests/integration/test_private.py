@@ -1,0 +1,248 @@
+"""Private memories against a real daemon: unlock, lock, sealed puts, reads, search, forget."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from memoryd.client import Client
+from memoryd.client.errors import MemorydError, UnavailableError
+from memoryd.crypto import (
+    KEYS_DIR_NAME,
+    ForgottenError,
+    Keyring,
+    MasterKey,
+    frame_aad,
+)
+from memoryd.storage.events import frame_id
+
+from .daemon_process import DaemonProcess
+from .vault_support import (
+    PASSPHRASE,
+    sealed_envelope_span,
+    secret_file,
+    vault_daemon,
+)
+
+
+@pytest.fixture
+def vault_proc(tmp_path: Path, socket_dir: Path) -> Iterator[DaemonProcess]:
+    proc = vault_daemon(tmp_path, socket_dir).start()
+    try:
+        yield proc
+    finally:
+        proc.ensure_stopped()
+
+
+def _code(exc: pytest.ExceptionInfo[MemorydError]) -> str:
+    return exc.value.code
+
+
+def test_no_vault_refuses_private_puts_and_unlock_without_create(vault_proc: DaemonProcess) -> None:
+    with Client(vault_proc.socket_path) as client:
+        assert client.vault_status()["state"] == "no vault"
+        assert client.call("status")["vault"] == "no vault"
+        with pytest.raises(UnavailableError) as put:
+            client.put("a secret", private=True)
+        assert _code(put) == "locked"
+        with pytest.raises(MemorydError) as unlock:
+            client.unlock(passphrase=PASSPHRASE)
+        assert _code(unlock) == "bad_request" and "create" in unlock.value.message
+        assert client.stats()["last_seq"] == 0
+
+
+def test_private_frames_round_trip_while_unlocked_and_are_withheld_while_locked(
+    vault_proc: DaemonProcess,
+) -> None:
+    with Client(vault_proc.socket_path) as client:
+        assert client.unlock(passphrase=PASSPHRASE, create=True)["state"] == "unlocked"
+        assert client.call("status")["vault"] == "unlocked"
+        put = client.put(
+            "the locker code is 4711",
+            private=True,
+            tags=["home"],
+            metadata={"room": "hall"},
+            source="notebook",
+            kind="fact",
+        )
+        public = client.put("the sky is blue")
+        # A keyed id: not the content address, and a re-put dedupes.
+        assert put.id != frame_id("default", "fact", "the locker code is 4711")
+        again = client.put("the locker code is 4711", private=True, kind="fact")
+        assert (again.id, again.is_new) == (put.id, False)
+        frame = client.get(put.id)
+        assert (frame.content, frame.tags, dict(frame.metadata), frame.source) == (
+            "the locker code is 4711",
+            ("home",),
+            {"room": "hall"},
+            "notebook",
+        )
+        assert frame.private and frame.kind == "fact"
+        assert [f.id for f in client.recent().frames] == [public.id, put.id]
+
+        assert client.lock()["state"] == "locked"
+        with pytest.raises(UnavailableError) as get:
+            client.get(put.id)
+        assert _code(get) == "locked" and put.id in get.value.message
+        page = client.call("recent", {})
+        assert [f["id"] for f in page["frames"]] == [public.id]
+        assert page["withheld"] == [{"id": put.id, "code": "locked"}]
+        assert client.get(public.id).content == "the sky is blue"  # public reads go on
+
+        before = client.stats()["last_seq"]
+        with pytest.raises(UnavailableError) as locked_put:
+            client.put_batch([{"content": "public too"}, {"content": "x", "private": True}])
+        assert _code(locked_put) == "locked"
+        assert client.stats()["last_seq"] == before  # nothing of the request was stored
+
+        with pytest.raises(MemorydError) as wrong:
+            client.unlock(passphrase="not the passphrase")
+        assert _code(wrong) == "wrong_key"
+        assert client.vault_status()["state"] == "locked"
+        client.unlock(passphrase=PASSPHRASE)
+        assert client.get(put.id).content == "the locker code is 4711"
+
+
+def test_search_finds_private_frames_only_while_unlocked(vault_proc: DaemonProcess) -> None:
+    with Client(vault_proc.socket_path) as client:
+        client.unlock(passphrase=PASSPHRASE, create=True)
+        secret = client.put("meet the informant at the old quarry", private=True, tags=["spy"])
+        public = client.put("the quarry reopens to hikers in spring", tags=["spy"])
+        hits = client.search("quarry", mode="keyword", min_seq=public.seq).hits
+        assert {h.frame.id for h in hits} == {secret.id, public.id}
+        # (keyword mode adds neighbours in time for context: the match ranks first)
+        assert client.search("informant", mode="keyword").hits[0].frame.id == secret.id
+        tagged = client.search("quarry", mode="keyword", tags=["spy"]).hits
+        assert {h.frame.id for h in tagged} == {secret.id, public.id}
+        phrase = client.search('"old quarry"', mode="keyword", k=1).hits
+        assert phrase[0].frame.content == "meet the informant at the old quarry"
+
+        client.lock()
+        for mode in ("keyword", "hybrid", "semantic", "classic"):
+            result = client.call("search", {"query": "informant quarry", "mode": mode})
+            assert result["private_excluded"] is True
+            assert {h["frame"]["id"] for h in result["hits"]} <= {public.id}
+        client.unlock(passphrase=PASSPHRASE)
+        result = client.call("search", {"query": "informant", "mode": "keyword", "min_seq": 2})
+        assert result["hits"][0]["frame"]["id"] == secret.id
+        assert "private_excluded" not in result
+
+
+def test_private_frames_committed_before_a_restart_are_indexed_after_unlock(
+    tmp_path: Path, socket_dir: Path
+) -> None:
+    proc = vault_daemon(tmp_path, socket_dir).start()
+    try:
+        with Client(proc.socket_path) as client:
+            client.unlock(passphrase=PASSPHRASE, create=True)
+            put = client.put("the treasure is under the third oak", private=True)
+        assert proc.terminate() == 0
+        proc.start()
+        with Client(proc.socket_path) as client:
+            assert client.vault_status()["state"] == "locked"
+            assert client.search("treasure", mode="keyword").hits == ()
+            client.unlock(passphrase=PASSPHRASE)
+            hits = client.search("treasure oak", mode="keyword", min_seq=put.seq).hits
+            assert [h.frame.content for h in hits] == ["the treasure is under the third oak"]
+    finally:
+        proc.ensure_stopped()
+
+
+def test_delete_destroys_the_data_key_so_old_copies_cannot_be_opened(
+    tmp_path: Path, socket_dir: Path
+) -> None:
+    proc = vault_daemon(tmp_path, socket_dir).start()
+    try:
+        with Client(proc.socket_path) as client:
+            client.unlock(passphrase=PASSPHRASE, create=True)
+            gone = client.put("forget me entirely", private=True)
+            kept = client.put("keep me", private=True)
+            assert client.delete(gone.id).deleted
+            assert client.vault_status()["frames_forgotten"] == 1
+            with pytest.raises(MemorydError) as get:
+                client.get(gone.id)
+            assert _code(get) == "not_found"
+            assert client.get(kept.id).content == "keep me"
+        assert proc.terminate() == 0
+    finally:
+        proc.ensure_stopped()
+    # The record is still in the log (append-only), but its key is destroyed.
+    _, _, _, envelope = sealed_envelope_span(proc.data_dir, gone.id)
+    keyring = Keyring.open(proc.data_dir / KEYS_DIR_NAME, read_only=True)
+    try:
+        with MasterKey.from_passphrase(PASSPHRASE) as master:
+            unlocked = keyring.unlock(master)
+        with pytest.raises(ForgottenError):
+            unlocked.open_frame(envelope, frame_aad(gone.id, "default", gone.seq))
+        _, _, _, kept_envelope = sealed_envelope_span(proc.data_dir, kept.id)
+        aad = frame_aad(kept.id, "default", kept.seq)
+        assert orjson.loads(unlocked.open_frame(kept_envelope, aad))["content"] == "keep me"
+    finally:
+        keyring.close()
+
+
+def test_a_key_file_unlocks_at_start_and_a_missing_one_stops_the_start(
+    tmp_path: Path, socket_dir: Path
+) -> None:
+    key = secret_file(tmp_path / "master.key", base64.b64encode(bytes(range(32))))
+    proc = vault_daemon(tmp_path, socket_dir, extra=f'master_key_file = "{key}"\n').start()
+    try:
+        with Client(proc.socket_path) as client:
+            assert client.vault_status()["state"] == "unlocked"
+            assert client.vault_status()["master"] == "key"
+            put = client.put("started with a key file", private=True)
+        assert proc.terminate() == 0
+        proc.start()
+        with Client(proc.socket_path) as client:
+            assert client.get(put.id).content == "started with a key file"
+        assert proc.terminate() == 0
+    finally:
+        proc.ensure_stopped()
+
+    key.chmod(0o644)
+    proc.start(wait=False)
+    assert proc.process is not None and proc.process.wait(timeout=20) != 0
+    proc.ensure_stopped()
+    assert "0644" in proc.stderr() or "open to" in proc.stderr()
+
+    missing = tmp_path / "nowhere.key"
+    other = vault_daemon(
+        tmp_path, socket_dir, name="other", extra=f'master_key_file = "{missing}"\n'
+    )
+    other.start(wait=False)
+    assert other.process is not None and other.process.wait(timeout=20) != 0
+    other.ensure_stopped()
+    assert f"{missing} does not exist" in other.stderr()
+
+
+def test_cli_unlock_lock_rotate_and_private_put(tmp_path: Path, vault_proc: DaemonProcess) -> None:
+    passphrase_file = secret_file(tmp_path / "pass.txt", PASSPHRASE + "\n")
+
+    def memoryd(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "memoryd.daemon", "--socket", str(vault_proc.socket_path)]
+        return subprocess.run([*command, *args], capture_output=True, text=True, timeout=30)
+
+    created = memoryd("unlock", "--create", "--passphrase-file", str(passphrase_file))
+    assert created.returncode == 0 and "vault: unlocked" in created.stdout
+    put = memoryd("--json", "put", "--private", "cli secret words")
+    assert put.returncode == 0
+    frame_id_ = orjson.loads(put.stdout)["id"]
+    assert memoryd("get", frame_id_).stdout.count("cli secret words") == 1
+    assert memoryd("lock").stdout.startswith("vault: locked")
+    locked = memoryd("get", frame_id_)
+    assert locked.returncode == 1 and "locked" in locked.stderr
+    passphrase_file.chmod(0o644)
+    unsafe = memoryd("unlock", "--passphrase-file", str(passphrase_file))
+    assert unsafe.returncode == 2 and "chmod 600" in unsafe.stderr
+    passphrase_file.chmod(0o600)
+    assert memoryd("unlock", "--passphrase-file", str(passphrase_file)).returncode == 0
+    rotated = memoryd("--json", "rotate-key")
+    assert rotated.returncode == 0 and orjson.loads(rotated.stdout)["vault_key_id"] == 2
+    assert "cli secret words" in memoryd("get", frame_id_).stdout
+    assert PASSPHRASE not in vault_proc.stderr()
