@@ -27,6 +27,7 @@ STORAGE_ERROR: Final = "storage_error"
 SHUTTING_DOWN: Final = "shutting_down"
 PERMISSION_DENIED: Final = "permission_denied"
 LOCKED: Final = "locked"
+READ_ONLY: Final = "read_only"
 INTERNAL: Final = "internal"
 # Raised by clients only, never sent by the server.
 CONNECTION_FAILED: Final = "connection_failed"
@@ -42,13 +43,14 @@ ERROR_CODES: Final[dict[str, str]] = {
     UNKNOWN_OP: "the op is not one the server knows",
     HANDSHAKE_REQUIRED: "the first request on a connection must be hello",
     LIMIT_EXCEEDED: "a named limit was exceeded; the message names it and its value",
-    NOT_FOUND: "no live frame has that id",
+    NOT_FOUND: "no live frame has that id (or no such block, or no such text in it)",
     BUSY: "a bounded queue is full; retry later",
     DISK_FULL: "the disk is full; nothing was stored, reads still work",
     STORAGE_ERROR: "the log could not be written; nothing was stored",
     SHUTTING_DOWN: "the daemon is stopping and takes no new work",
     PERMISSION_DENIED: "the peer's uid is not allowed",
     LOCKED: "private memories are locked",
+    READ_ONLY: "the core memory block is read-only; nothing was changed",
     INTERNAL: "an unexpected server error; the daemon keeps serving",
     CONNECTION_FAILED: "(client) the daemon could not be reached",
     TIMEOUT: "(client) no response within the timeout",

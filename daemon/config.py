@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from memoryd.client.paths import default_socket_path
+from memoryd.client.protocol import BLOCK_CHARS_MAX
 from memoryd.daemon.build_policy import BuildPolicy
 from memoryd.storage import Durability
 
@@ -72,6 +73,8 @@ class Config:
     metrics_address: str | None = None
     # The vault's master key (a systemd credential under the units); None: no vault.
     master_key_file: Path | None = None
+    # The size limit, in characters, of a core memory block created without one.
+    block_chars_default: int = 5000
 
     def validate(self) -> Config:
         """Return self if every value is valid, else raise ConfigError naming the key."""
@@ -112,6 +115,15 @@ class Config:
                 raise ConfigError(f"allowed_uids must hold non-negative integers, got {uid!r}")
         if self.metrics_address is not None:
             parse_metrics_address(self.metrics_address)
+        if not (
+            isinstance(self.block_chars_default, int)
+            and not isinstance(self.block_chars_default, bool)
+            and 1 <= self.block_chars_default <= BLOCK_CHARS_MAX
+        ):
+            raise ConfigError(
+                f"block_chars_default must be an integer from 1 to block_chars_max="
+                f"{BLOCK_CHARS_MAX}, got {self.block_chars_default!r}"
+            )
         return self
 
     def build_policy(self) -> BuildPolicy:

@@ -29,6 +29,7 @@ from typing import Any
 
 from memoryd.client import errors
 from memoryd.client.errors import MemorydError
+from memoryd.daemon.block_ops import BlockOps
 from memoryd.daemon.builder import Builder
 from memoryd.daemon.config import Config, ConfigError, parse_metrics_address
 from memoryd.daemon.connection import Connection
@@ -309,6 +310,8 @@ class Daemon:
         search_op = SearchOp(event_log, projection.table, builder, search_index, results_cache)
         builder.on_built = search_op.forget_stale
         service.handlers["search"] = search_op
+        block_ops = BlockOps(event_log, projection, writer, config.block_chars_default)
+        service.handlers.update(block_ops.handlers())
         registry = ConnectionRegistry(config, service)
 
         def problem() -> str | None:
