@@ -26,13 +26,17 @@ from typing import TYPE_CHECKING
 from . import protocol
 from .cli import (
     EPILOG,
+    EXIT_USAGE,
     Command,
+    CommandUsageError,
     _check_text,
     _command,
     _emit,
     _emit_json,
+    _fail,
     _positive_int,
     _read_stdin,
+    _time_ms,
     format_time,
     global_options_parent,
     snippet,
@@ -114,6 +118,28 @@ def add_memory_commands(subparsers: Subparsers) -> None:
 
     blocks = add(subparsers, "blocks", "print a namespace's core memory blocks", _blocks)
     blocks.add_argument("--namespace", default=None, help="default: default")
+
+    context = add(subparsers, "context", "a prompt context within a token budget", _context)
+    context.add_argument("query", nargs="?", default=None, help="what the context is for")
+    context.add_argument(
+        "--budget", type=_positive_int, default=2000, metavar="TOKENS", help="default: 2000"
+    )
+    context.add_argument("--namespace", default=None, help="default: default")
+    context.add_argument("-k", type=int, default=10, help="relevant memories (default: 10)")
+    context.add_argument("--recent", type=int, default=10, help="recent memories (default: 10)")
+
+    add(subparsers, "namespaces", "list namespaces with their counts", _namespaces)
+
+    forget = add(subparsers, "forget", "delete memories by id or by filter", _forget)
+    forget.add_argument("--id", dest="ids", action="append", default=None, help="(repeatable)")
+    forget.add_argument("--namespace", default=None, help="every memory of this namespace...")
+    forget.add_argument("--kind", default=None, help="... of this kind")
+    forget.add_argument("--tag", dest="tags", action="append", default=None, help="... with it")
+    forget.add_argument("--since", type=_time_ms, default=None, metavar="TIME", help="inclusive")
+    forget.add_argument("--until", type=_time_ms, default=None, metavar="TIME", help="exclusive")
+    forget.add_argument("--dry-run", action="store_true", help="only count what would go")
+
+    add(subparsers, "mcp", "serve MCP over stdio (for MCP hosts), through the daemon", _mcp)
 
 
 # --- block commands -------------------------------------------------------------
@@ -217,3 +243,83 @@ def _blocks(client: Client, args: argparse.Namespace) -> None:
         _emit(rendered.text)
     else:
         print(f"no blocks in namespace {rendered.namespace}", file=sys.stderr)
+
+
+# --- context, namespaces, forget, mcp ---------------------------------------------
+
+
+@_command
+def _context(client: Client, args: argparse.Namespace) -> None:
+    if args.query is not None:
+        _check_text(args.query, "the query")
+    result = client.context(
+        args.query,
+        budget_tokens=args.budget,
+        namespace=args.namespace,
+        k=args.k,
+        recent=args.recent,
+    )
+    if args.json:
+        _emit_json(dataclasses.asdict(result))
+        return
+    _emit(result.text)
+    print(
+        f"{result.tokens}/{result.budget_tokens} tokens ({result.tokenizer}), "
+        f"{len(result.included)} items, {result.omitted} left out",
+        file=sys.stderr,
+    )
+
+
+@_command
+def _namespaces(client: Client, args: argparse.Namespace) -> None:
+    found = client.namespaces()
+    if args.json:
+        _emit_json({"namespaces": [dataclasses.asdict(n) for n in found]})
+        return
+    for item in found:
+        _emit(f"{item.namespace}  {item.frames} frames  {item.blocks} blocks")
+    if not found:
+        print("no namespaces", file=sys.stderr)
+
+
+@_command
+def _forget(client: Client, args: argparse.Namespace) -> None:
+    filters = {
+        "namespace": args.namespace,
+        "kind": args.kind,
+        "tags": args.tags,
+        "since_ms": args.since,
+        "until_ms": args.until,
+    }
+    if args.ids and any(value is not None for value in filters.values()):
+        raise CommandUsageError("give --id or filters, not both")
+    if not args.ids and all(value is None for value in filters.values()):
+        raise CommandUsageError(
+            "give --id, or at least one of --namespace, --kind, --tag, --since, --until"
+        )
+    matched = deleted = 0
+    while True:  # a request deletes at most forget_frames_max; go on while more match
+        result = client.forget(ids=args.ids, dry_run=args.dry_run, **filters)
+        matched += result.matched
+        deleted += result.deleted
+        if not result.more or result.deleted == 0:
+            break
+    if args.json:
+        _emit_json({**dataclasses.asdict(result), "matched": matched, "deleted": deleted})
+    elif args.dry_run:
+        _emit(f"would forget {matched} memories (dry run: nothing deleted)")
+    else:
+        _emit(f"forgot {deleted} memories")
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    """Serve MCP over stdio until stdin closes; the daemon is reached through the client."""
+    try:
+        from .mcp_server import serve
+    except ImportError as exc:
+        return _fail(
+            "missing_dependency",
+            f"the MCP server needs the mcp package ({exc.name}): pip install 'memoryd[mcp]'",
+            EXIT_USAGE,
+        )
+    return serve(args.socket, timeout=args.timeout)

@@ -17,8 +17,8 @@ Arguments (all but ``query`` optional)::
     now_ms: int           the "now" that recency is measured from (default: now)
 
 Result: ``{"hits": [{"frame": Frame, "score": float, "explain": {...}?}],
-"mode": str, "built_seq": int}``.  A frame deleted after it was built is
-never returned, whatever the builder has caught up with.
+"mode": str, "built_seq": int}``.  A frame deleted after it was built, or
+expired, is never returned, whatever the builder has caught up with.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from memoryd.storage import EventLog
 from memoryd.storage.caches import MeteredCache
 from memoryd.storage.catalog import Filters
 from memoryd.storage.derived import BuildStep
+from memoryd.storage.expiry import ExpiryIndex
 from memoryd.storage.frame_table import FrameTable
 from memoryd.storage.projection import frame_at
 from memoryd.storage.search import MODES, SearchIndex
@@ -117,9 +118,12 @@ class SearchOp:
         builder: Builder,
         index: SearchIndex,
         results_cache: MeteredCache[CacheKey, Ranked],
+        expiry: ExpiryIndex | None = None,
     ) -> None:
         self._log = event_log
         self._table = table
+        # Expired frames are never returned (they wait in the log for compaction).
+        self._expiry = expiry if expiry is not None else ExpiryIndex()
         self._builder = builder
         self._index = index
         # Ranked docs by request.  Liveness is checked on every answer, so a
@@ -195,13 +199,19 @@ class SearchOp:
         catalog = self._builder.derived.catalog
         key: CacheKey = (query, k, mode, filters, explain, now_ms)
         ranked = self._results.get(key)
+        wall_ms = time.time_ns() // 1_000_000
         if ranked is None:
+            mask = catalog.mask(filters)
+            for expired_id in self._expiry.expired(wall_ms) if self._expiry else ():
+                doc = catalog.doc_of.get(expired_id)
+                if doc is not None:
+                    mask[doc] = False
             result = self._index.search(
                 query,
                 k,
-                mask=catalog.mask(filters),
+                mask=mask,
                 mode=mode,  # type: ignore[arg-type]
-                now_ms=now_ms if now_ms is not None else time.time_ns() // 1_000_000,
+                now_ms=now_ms if now_ms is not None else wall_ms,
                 explain=explain,
                 text_of=self._text_of,
             )
@@ -209,10 +219,12 @@ class SearchOp:
             ranked = list(zip(result.docs.tolist(), result.scores.tolist(), explained, strict=True))
             self._results.put(key, ranked)
         hits = []
+        expiry = self._expiry
         for doc, score, explanation in ranked:
-            slot = self._table.get(catalog.ids[doc])
-            if slot is None:  # deleted since it was built
-                continue
+            frame_id = catalog.ids[doc]
+            slot = self._table.get(frame_id)
+            if slot is None or (expiry and expiry.is_expired(frame_id, wall_ms)):
+                continue  # deleted, or expired, since it was built or ranked
             hit: dict[str, Any] = {"frame": frame_at(self._log, slot).to_dict(), "score": score}
             if explanation is not None:
                 hit["explain"] = explanation

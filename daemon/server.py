@@ -33,8 +33,11 @@ from memoryd.daemon.block_ops import BlockOps
 from memoryd.daemon.builder import Builder
 from memoryd.daemon.config import Config, ConfigError, parse_metrics_address
 from memoryd.daemon.connection import Connection
+from memoryd.daemon.context_op import ContextOps
+from memoryd.daemon.forget_op import ForgetOp
 from memoryd.daemon.health import Health, check_open_files
 from memoryd.daemon.metrics import Metrics, serve_http
+from memoryd.daemon.namespaces_op import namespaces_handler
 from memoryd.daemon.search_op import RESULTS_TTL_S, CacheKey, Ranked, SearchOp, ranked_size
 from memoryd.daemon.service import Service
 from memoryd.daemon.systemd import (
@@ -307,11 +310,20 @@ class Daemon:
             return {**connections, **builder.stats(), **caches}
 
         service = Service(config, event_log, projection, writer, stats_extra)
-        search_op = SearchOp(event_log, projection.table, builder, search_index, results_cache)
+        search_op = SearchOp(
+            event_log, projection.table, builder, search_index, results_cache, projection.expiry
+        )
         builder.on_built = search_op.forget_stale
         service.handlers["search"] = search_op
         block_ops = BlockOps(event_log, projection, writer, config.block_chars_default)
         service.handlers.update(block_ops.handlers())
+        service.handlers.update(
+            ContextOps(
+                event_log, projection, builder, search_op, service.put, service.hidden
+            ).handlers()
+        )
+        service.handlers["namespaces"] = namespaces_handler(projection)
+        service.handlers["forget"] = ForgetOp(event_log, projection, builder, writer)
         registry = ConnectionRegistry(config, service)
 
         def problem() -> str | None:

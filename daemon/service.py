@@ -33,6 +33,7 @@ Result = dict[str, Any] | asyncio.Future[Any]
 Handler = Callable[[dict[str, Any]], Result]
 
 _FRAME_PUT = int(RecordType.FRAME_PUT)
+_FRAME_DELETE = int(RecordType.FRAME_DELETE)
 
 
 def now_ms() -> int:
@@ -165,14 +166,16 @@ class Service:
     ) -> None:
         """Answer the puts of live frames; sort the others into writes and repeats."""
         table_get = self._projection.table.get
+        expiry = self._projection.expiry
         in_flight = self._in_flight
         stamp = now_ms()
         for index, item in enumerate(inputs):
             # One unpacking rather than eleven attribute reads of the named tuple.
-            content, namespace, kind, tags, importance, metadata, private, source, when = item
+            content, namespace, kind, tags, importance, metadata, private, source, when, exp = item
             fid = frame_id(namespace, kind, content)
             slot = table_get(fid)
-            if slot is not None:
+            # An expired frame counts as gone: putting it again writes it anew.
+            if slot is not None and not (expiry and expiry.is_expired(fid, stamp)):
                 results[index] = _existing(fid, slot)
             elif fid in new:
                 repeats.append((index, new[fid]))
@@ -195,6 +198,7 @@ class Service:
                     metadata,
                     private,
                     source,
+                    exp,
                 )
                 written.append(index)
 
@@ -208,8 +212,16 @@ class Service:
         """Commit ``new``; once durable, fold it in, fill its results and return ``answer()``."""
         frames = list(new.values())
         in_flight = self._in_flight
-        apply_put = self._projection.apply_put
+        projection = self._projection
+        apply_put = projection.apply_put
         events = [(_FRAME_PUT, frame.timestamp_ms, encode_frame_put(frame)) for frame in frames]
+        # Expired frames put again: a tombstone first, so that the put is a new frame.
+        table = projection.table
+        expired = [fid for fid in new if fid in table] if projection.expiry else []
+        if expired:
+            stamp = now_ms()
+            tombstones = [(_FRAME_DELETE, stamp, encode_frame_delete(fid)) for fid in expired]
+            events = tombstones + events
 
         def forget() -> None:
             for fid in new:
@@ -217,6 +229,10 @@ class Service:
 
         def apply(appended: Sequence[AppendedRecord]) -> dict[str, Any] | None:
             forget()
+            if expired:
+                for fid, record in zip(expired, appended, strict=False):
+                    projection.apply_delete(record.seq, fid)
+                appended = appended[len(expired) :]
             for frame, record, index in zip(frames, appended, written, strict=True):
                 frame.seq = record.seq
                 apply_put(frame, record)
@@ -248,7 +264,7 @@ class Service:
     def get(self, args: dict[str, Any]) -> Result:
         fid = validation.frame_id_arg(args)
         slot = self._projection.table.get(fid)
-        if slot is None:
+        if slot is None or self._projection.expiry.is_expired(fid, now_ms()):
             raise MemorydError(errors.NOT_FOUND, f"no live frame has id {fid}")
         return {"frame": frame_at(self._log, slot).to_dict()}
 
@@ -257,7 +273,7 @@ class Service:
         limit = validation.page_limit(args, 20)
         page = self._page(
             lambda: self._projection.table.recent(
-                namespace=namespace, kind=kind, limit=limit, cursor=cursor
+                namespace=namespace, kind=kind, limit=limit, cursor=cursor, hidden=self.hidden()
             )
         )
         return self._page_result(page)
@@ -277,9 +293,18 @@ class Service:
                 kind=kind,
                 limit=limit,
                 cursor=cursor,
+                hidden=self.hidden(),
             )
         )
         return self._page_result(page)
+
+    def hidden(self) -> Callable[[str], bool] | None:
+        """What listings skip now: expired frames (None when no frame has a time-to-live)."""
+        expiry = self._projection.expiry
+        if not expiry:
+            return None
+        stamp = now_ms()
+        return lambda fid: expiry.is_expired(fid, stamp)
 
     @staticmethod
     def _filters(args: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
@@ -311,6 +336,8 @@ class Service:
             "uptime_s": round(time.monotonic() - self._started, 3),
             "frames_live": len(projection.table),
             "frames_deleted": projection.table.frames_deleted,
+            "frames_expired": projection.expiry.count_expired(now_ms()),
+            "blocks": len(projection.blocks),
             "namespaces": len(projection.table.namespaces()),
             "records_unreadable": len(projection.unreadable),
             "last_seq": self._log.last_seq,
