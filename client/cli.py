@@ -179,6 +179,14 @@ def add_client_commands(subparsers: Subparsers) -> None:
         metavar="MS",
         help="its time in ms since the epoch (default: now; for imports)",
     )
+    put.add_argument(
+        "--ttl",
+        dest="ttl_s",
+        type=_positive_int,
+        default=None,
+        metavar="SECONDS",
+        help="forget it this long after now (default: never)",
+    )
 
     get = add("get", "print one memory in full", _get)
     get.add_argument("id", help="the frame id")
@@ -355,6 +363,7 @@ def _put(client: Client, args: argparse.Namespace) -> None:
         private=args.private,
         source=args.source,
         timestamp_ms=args.timestamp_ms,
+        ttl_s=args.ttl_s,
     )
     if args.json:
         _emit_json(dataclasses.asdict(result))

@@ -29,6 +29,7 @@ PERMISSION_DENIED: Final = "permission_denied"
 LOCKED: Final = "locked"
 WRONG_KEY: Final = "wrong_key"
 TAMPERED: Final = "tampered"
+READ_ONLY: Final = "read_only"
 INTERNAL: Final = "internal"
 # Raised by clients only, never sent by the server.
 CONNECTION_FAILED: Final = "connection_failed"
@@ -44,7 +45,7 @@ ERROR_CODES: Final[dict[str, str]] = {
     UNKNOWN_OP: "the op is not one the server knows",
     HANDSHAKE_REQUIRED: "the first request on a connection must be hello",
     LIMIT_EXCEEDED: "a named limit was exceeded; the message names it and its value",
-    NOT_FOUND: "no live frame has that id",
+    NOT_FOUND: "no live frame has that id (or no such block, or no such text in it)",
     BUSY: "a bounded queue is full; retry later",
     DISK_FULL: "the disk is full; nothing was stored, reads still work",
     STORAGE_ERROR: "the log could not be written; nothing was stored",
@@ -53,6 +54,7 @@ ERROR_CODES: Final[dict[str, str]] = {
     LOCKED: "private memories are locked",
     WRONG_KEY: "the passphrase or key does not unlock the vault; nothing was changed",
     TAMPERED: "a private frame or a key failed verification; details name the frame id",
+    READ_ONLY: "the core memory block is read-only; nothing was changed",
     INTERNAL: "an unexpected server error; the daemon keeps serving",
     CONNECTION_FAILED: "(client) the daemon could not be reached",
     TIMEOUT: "(client) no response within the timeout",

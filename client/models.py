@@ -77,6 +77,8 @@ class Frame:
     metadata: Mapping[str, Any] = field(hash=False)
     private: bool
     source: str
+    # When the frame expires (ms since the epoch); None: never.
+    expires_at_ms: int | None = None
 
     @property
     def time(self) -> datetime:
@@ -99,6 +101,7 @@ class Frame:
             metadata=_field(o, "metadata", dict, w),
             private=_field(o, "private", bool, w),
             source=_field(o, "source", str, w),
+            expires_at_ms=_optional(o, "expires_at_ms", int, w),
         )
 
 

@@ -88,6 +88,8 @@ def put_args(
     private: bool = False,
     source: str = "",
     timestamp_ms: int | None = None,
+    ttl_s: int | None = None,
+    expires_at_ms: int | None = None,
 ) -> dict[str, Any]:
     """The wire arguments of one put; optional fields at their default are left out."""
     if isinstance(tags, str):
@@ -106,6 +108,10 @@ def put_args(
         args["source"] = source
     if timestamp_ms is not None:
         args["timestamp_ms"] = timestamp_ms
+    if ttl_s is not None:
+        args["ttl_s"] = ttl_s
+    if expires_at_ms is not None:
+        args["expires_at_ms"] = expires_at_ms
     return args
 
 

@@ -42,6 +42,11 @@ ID_BYTES_MAX: Final = 64
 PAGE_FRAMES_MAX: Final = 1000
 REQUEST_ID_BYTES_MAX: Final = 64
 CURSOR_BYTES_MAX: Final = 32
+# Core memory blocks: the largest size limit a block may be given (its own
+# ``chars_limit``, Unicode characters), and its label and description.
+BLOCK_CHARS_MAX: Final = 100_000
+BLOCK_LABEL_BYTES_MAX: Final = 128
+BLOCK_DESCRIPTION_BYTES_MAX: Final = 1024
 
 LIMITS: Final[dict[str, int]] = {
     "message_bytes_max": MESSAGE_BYTES_MAX,
@@ -54,12 +59,15 @@ LIMITS: Final[dict[str, int]] = {
     "kind_bytes_max": KIND_BYTES_MAX,
     "source_bytes_max": SOURCE_BYTES_MAX,
     "page_frames_max": PAGE_FRAMES_MAX,
+    "block_chars_max": BLOCK_CHARS_MAX,
 }
 
 # A batch of the largest frames must still fit a record payload (16 MiB), and
 # a single largest put must fit a message with room for its JSON envelope.
 assert CONTENT_BYTES_MAX + METADATA_BYTES_MAX + 64 * 1024 < MESSAGE_BYTES_MAX
 assert TAGS_MAX * TAG_BYTES_MAX < METADATA_BYTES_MAX
+# A full block (4 bytes a character at most) fits a message with room to spare.
+assert BLOCK_CHARS_MAX * 4 + 64 * 1024 < MESSAGE_BYTES_MAX
 
 DEFAULT_NAMESPACE: Final = "default"
 DEFAULT_KIND: Final = "note"

@@ -15,7 +15,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
-from . import errors, ops, protocol
+from . import errors, memory_ops, ops, protocol
+from .memory_models import (
+    Block,
+    BlockHistory,
+    BlockWriteResult,
+    ContextResult,
+    ForgetResult,
+    IntegrateResult,
+    NamespaceCount,
+    RenderedBlocks,
+)
 from .models import DeleteResult, Frame, Page, PutResult, SearchResult, ServerInfo
 from .paths import default_socket_path
 
@@ -80,6 +90,8 @@ class Client:
         private: bool = False,
         source: str = "",
         timestamp_ms: int | None = None,
+        ttl_s: int | None = None,
+        expires_at_ms: int | None = None,
     ) -> PutResult:
         """Store one memory durably; the same (namespace, kind, content) again is a no-op."""
         return self._execute(
@@ -93,6 +105,8 @@ class Client:
                 private=private,
                 source=source,
                 timestamp_ms=timestamp_ms,
+                ttl_s=ttl_s,
+                expires_at_ms=expires_at_ms,
             )
         )
 
@@ -407,3 +421,140 @@ class Client:
     def vault_status(self) -> dict[str, Any]:
         """The vault's state: no vault, locked or unlocked, and any rotation."""
         return self._execute(ops.vault_status())
+
+    # --- agent memory: core blocks, context, integrate, namespaces, forget --
+
+    def block_get(self, block_type: str, *, namespace: str | None = None) -> Block:
+        """The core memory block of that type; NotFoundError if there is none."""
+        return self._execute(memory_ops.block_get(block_type, namespace=namespace))
+
+    def block_set(
+        self,
+        block_type: str,
+        content: str,
+        *,
+        namespace: str | None = None,
+        label: str | None = None,
+        description: str | None = None,
+        chars_limit: int | None = None,
+        read_only: bool | None = None,
+        force: bool = False,
+    ) -> BlockWriteResult:
+        """Set a block's content (creating it); attributes not given keep their value.
+
+        Content over the block's ``chars_limit`` is refused (limit_exceeded); a
+        read-only block is refused (read_only) unless ``force``.
+        """
+        return self._execute(
+            memory_ops.block_set(
+                block_type,
+                content,
+                namespace=namespace,
+                label=label,
+                description=description,
+                chars_limit=chars_limit,
+                read_only=read_only,
+                force=force,
+            )
+        )
+
+    def block_append(
+        self, block_type: str, text: str, *, namespace: str | None = None, force: bool = False
+    ) -> BlockWriteResult:
+        """Append ``text`` to a block on a new line (creating the block if needed)."""
+        return self._execute(
+            memory_ops.block_append(block_type, text, namespace=namespace, force=force)
+        )
+
+    def block_replace(
+        self,
+        block_type: str,
+        old: str,
+        new: str,
+        *,
+        namespace: str | None = None,
+        force: bool = False,
+    ) -> BlockWriteResult:
+        """Replace every occurrence of ``old`` in a block by ``new``; NotFoundError if none."""
+        return self._execute(
+            memory_ops.block_replace(block_type, old, new, namespace=namespace, force=force)
+        )
+
+    def block_delete(
+        self, block_type: str, *, namespace: str | None = None, force: bool = False
+    ) -> BlockWriteResult:
+        """Delete a block (its history stays); deleting a missing block is not an error."""
+        return self._execute(memory_ops.block_delete(block_type, namespace=namespace, force=force))
+
+    def blocks_render(self, *, namespace: str | None = None) -> RenderedBlocks:
+        """The namespace's blocks in priority order, rendered as tagged text."""
+        return self._execute(memory_ops.blocks_render(namespace=namespace))
+
+    def block_history(
+        self,
+        block_type: str,
+        *,
+        namespace: str | None = None,
+        limit: int = 20,
+        before_seq: int | None = None,
+    ) -> BlockHistory:
+        """Every change of a block, newest first."""
+        return self._execute(
+            memory_ops.block_history(
+                block_type, namespace=namespace, limit=limit, before_seq=before_seq
+            )
+        )
+
+    def context(
+        self,
+        query: str | None = None,
+        *,
+        budget_tokens: int = 2000,
+        namespace: str | None = None,
+        k: int = 10,
+        recent: int = 10,
+        min_seq: int | None = None,
+    ) -> ContextResult:
+        """A prompt context within ``budget_tokens``: blocks, relevant, then recent memories."""
+        return self._execute(
+            memory_ops.context(
+                query,
+                budget_tokens=budget_tokens,
+                namespace=namespace,
+                k=k,
+                recent=recent,
+                min_seq=min_seq,
+            )
+        )
+
+    def integrate(self, text: str, *, k: int = 5, **fields: Any) -> IntegrateResult:
+        """Recall what is relevant to ``text``, then store it (``fields`` as put's), at once."""
+        return self._execute(memory_ops.integrate(text, k=k, **fields))
+
+    def namespaces(self) -> list[NamespaceCount]:
+        """Every namespace with its live frames and blocks."""
+        return self._execute(memory_ops.namespaces())
+
+    def forget(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        namespace: str | None = None,
+        kind: str | None = None,
+        tags: Sequence[str] | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        dry_run: bool = False,
+    ) -> ForgetResult:
+        """Delete frames by id or by filter (tombstones); ``dry_run`` only counts them."""
+        return self._execute(
+            memory_ops.forget(
+                ids=ids,
+                namespace=namespace,
+                kind=kind,
+                tags=tags,
+                since_ms=since_ms,
+                until_ms=until_ms,
+                dry_run=dry_run,
+            )
+        )

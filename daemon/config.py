@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from memoryd.client.paths import default_socket_path
+from memoryd.client.protocol import BLOCK_CHARS_MAX
 from memoryd.crypto.unlocked import ROTATION_STEP_KEYS_LIMIT
 from memoryd.daemon.build_policy import BuildPolicy
 from memoryd.storage import Durability
@@ -83,6 +84,8 @@ class Config:
     vault_kdf: str = "default"
     # Data keys re-wrapped per background rotation step (each step: two fdatasyncs).
     vault_rotation_step_keys: int = 256
+    # The size limit, in characters, of a core memory block created without one.
+    block_chars_default: int = 5000
 
     def validate(self) -> Config:
         """Return self if every value is valid, else raise ConfigError naming the key."""
@@ -132,6 +135,15 @@ class Config:
             )
         if self.master_key_file is not None and self.passphrase_file is not None:
             raise ConfigError("master_key_file and passphrase_file: set one, not both")
+        if not (
+            isinstance(self.block_chars_default, int)
+            and not isinstance(self.block_chars_default, bool)
+            and 1 <= self.block_chars_default <= BLOCK_CHARS_MAX
+        ):
+            raise ConfigError(
+                f"block_chars_default must be an integer from 1 to block_chars_max="
+                f"{BLOCK_CHARS_MAX}, got {self.block_chars_default!r}"
+            )
         return self
 
     def build_policy(self) -> BuildPolicy:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from memoryd.client.cli import add_client_commands, build_parser
+from memoryd.client.cli_memory import add_memory_commands
 from memoryd.client.cli_vault import add_vault_commands
 from memoryd.daemon.cmd_backup import add_backup_commands
 from memoryd.daemon.cmd_check import add_check_command
@@ -36,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_doctor_command(subparsers)
     add_backup_commands(subparsers)
     add_vault_commands(subparsers)
+    add_memory_commands(subparsers)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

@@ -17,8 +17,8 @@ Arguments (all but ``query`` optional)::
     now_ms: int           the "now" that recency is measured from (default: now)
 
 Result: ``{"hits": [{"frame": Frame, "score": float, "explain": {...}?}],
-"mode": str, "built_seq": int}``.  A frame deleted after it was built is
-never returned, whatever the builder has caught up with.
+"mode": str, "built_seq": int}``.  A frame deleted after it was built, or
+expired, is never returned, whatever the builder has caught up with.
 
 Private frames are indexed under blinded terms and tags (storage/derived.py);
 while the vault is unlocked the query's terms and tags are blinded too and
@@ -43,6 +43,7 @@ from memoryd.storage import EventLog
 from memoryd.storage.caches import MeteredCache
 from memoryd.storage.catalog import BoolArray, Filters
 from memoryd.storage.derived import BuildStep, blinded_tag_name
+from memoryd.storage.expiry import ExpiryIndex
 from memoryd.storage.frame_table import FrameTable
 from memoryd.storage.projection import frame_at
 from memoryd.storage.search import MODES, SearchIndex
@@ -126,9 +127,12 @@ class SearchOp:
         index: SearchIndex,
         results_cache: MeteredCache[CacheKey, Ranked],
         vault: Vault | None = None,
+        expiry: ExpiryIndex | None = None,
     ) -> None:
         self._log = event_log
         self._table = table
+        # Expired frames are never returned (they wait in the log for compaction).
+        self._expiry = expiry if expiry is not None else ExpiryIndex()
         self._builder = builder
         self._index = index
         # Ranked docs by request.  Liveness is checked on every answer, so a
@@ -210,13 +214,19 @@ class SearchOp:
         key: CacheKey = (query, k, mode, filters, explain, now_ms)
         ranked = self._results.get(key)
         blind = self._blinder()
+        wall_ms = time.time_ns() // 1_000_000
         if ranked is None:
+            mask = self._mask(filters, blind)
+            for expired_id in self._expiry.expired(wall_ms) if self._expiry else ():
+                doc = catalog.doc_of.get(expired_id)
+                if doc is not None:
+                    mask[doc] = False
             result = self._index.search(
                 query,
                 k,
-                mask=self._mask(filters, blind),
+                mask=mask,
                 mode=mode,  # type: ignore[arg-type]
-                now_ms=now_ms if now_ms is not None else time.time_ns() // 1_000_000,
+                now_ms=now_ms if now_ms is not None else wall_ms,
                 explain=explain,
                 text_of=self._text_of,
                 blind=blind,
@@ -225,10 +235,12 @@ class SearchOp:
             ranked = list(zip(result.docs.tolist(), result.scores.tolist(), explained, strict=True))
             self._results.put(key, ranked)
         hits = []
+        expiry = self._expiry
         for doc, score, explanation in ranked:
-            slot = self._table.get(catalog.ids[doc])
-            if slot is None:  # deleted since it was built
-                continue
+            frame_id = catalog.ids[doc]
+            slot = self._table.get(frame_id)
+            if slot is None or (expiry and expiry.is_expired(frame_id, wall_ms)):
+                continue  # deleted, or expired, since it was built or ranked
             frame = frame_at(self._log, slot)
             if frame.sealed is not None:
                 if self._vault is None:

@@ -29,11 +29,15 @@ from typing import Any
 
 from memoryd.client import errors
 from memoryd.client.errors import MemorydError
+from memoryd.daemon.block_ops import BlockOps
 from memoryd.daemon.builder import Builder
 from memoryd.daemon.config import Config, ConfigError, parse_metrics_address
 from memoryd.daemon.connection import Connection
+from memoryd.daemon.context_op import ContextOps
+from memoryd.daemon.forget_op import ForgetOp
 from memoryd.daemon.health import Health, check_open_files
 from memoryd.daemon.metrics import Metrics, serve_http
+from memoryd.daemon.namespaces_op import namespaces_handler
 from memoryd.daemon.search_op import RESULTS_TTL_S, CacheKey, Ranked, SearchOp, ranked_size
 from memoryd.daemon.service import Service
 from memoryd.daemon.systemd import (
@@ -339,7 +343,13 @@ class Daemon:
         service = Service(config, event_log, projection, writer, stats_extra, vault)
         service.handlers.update(VaultOps(vault, config.vault_kdf).handlers())
         search_op = SearchOp(
-            event_log, projection.table, builder, search_index, results_cache, vault
+            event_log,
+            projection.table,
+            builder,
+            search_index,
+            results_cache,
+            vault=vault,
+            expiry=projection.expiry,
         )
         builder.on_built = search_op.forget_stale
 
@@ -353,6 +363,21 @@ class Daemon:
         if vault.unlocked:
             builder.wake()
         service.handlers["search"] = search_op
+        block_ops = BlockOps(event_log, projection, writer, config.block_chars_default)
+        service.handlers.update(block_ops.handlers())
+        service.handlers.update(
+            ContextOps(
+                event_log,
+                projection,
+                builder,
+                search_op,
+                service.put,
+                service.hidden,
+                service.readable,
+            ).handlers()
+        )
+        service.handlers["namespaces"] = namespaces_handler(projection)
+        service.handlers["forget"] = ForgetOp(event_log, projection, builder, writer, vault)
         registry = ConnectionRegistry(config, service)
 
         def problem() -> str | None:

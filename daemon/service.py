@@ -38,6 +38,7 @@ Result = dict[str, Any] | asyncio.Future[Any]
 Handler = Callable[[dict[str, Any]], Result]
 
 _FRAME_PUT = int(RecordType.FRAME_PUT)
+_FRAME_DELETE = int(RecordType.FRAME_DELETE)
 
 
 def now_ms() -> int:
@@ -174,18 +175,20 @@ class Service:
     ) -> None:
         """Answer the puts of live frames; sort the others into writes and repeats."""
         table_get = self._projection.table.get
+        expiry = self._projection.expiry
         in_flight = self._in_flight
         stamp = now_ms()
         for index, item in enumerate(inputs):
             # One unpacking rather than eleven attribute reads of the named tuple.
-            content, namespace, kind, tags, importance, metadata, private, source, when = item
+            content, namespace, kind, tags, importance, metadata, private, source, when, exp = item
             if private:
                 assert self.vault is not None  # checked by _put_inputs
                 fid = self.vault.private_id(namespace, kind, content)
             else:
                 fid = frame_id(namespace, kind, content)
             slot = table_get(fid)
-            if slot is not None:
+            # An expired frame counts as gone: putting it again writes it anew.
+            if slot is not None and not (expiry and expiry.is_expired(fid, stamp)):
                 results[index] = _existing(fid, slot)
             elif fid in new:
                 repeats.append((index, new[fid]))
@@ -208,6 +211,7 @@ class Service:
                     metadata,
                     private,
                     source,
+                    exp,
                 )
                 written.append(index)
 
@@ -221,10 +225,20 @@ class Service:
         """Commit ``new``; once durable, fold it in, fill its results and return ``answer()``."""
         frames = list(new.values())
         in_flight = self._in_flight
-        apply_put = self._projection.apply_put
+        projection = self._projection
+        apply_put = projection.apply_put
         events: list[Event] = [
             (_FRAME_PUT, frame.timestamp_ms, self._payload(frame)) for frame in frames
         ]
+        # Expired frames put again: a tombstone first, so that the put is a new frame.
+        table = projection.table
+        expired = [fid for fid in new if fid in table] if projection.expiry else []
+        if expired:
+            stamp = now_ms()
+            tombstones: list[Event] = [
+                (_FRAME_DELETE, stamp, encode_frame_delete(fid)) for fid in expired
+            ]
+            events = tombstones + events
 
         def forget() -> None:
             for fid in new:
@@ -232,6 +246,10 @@ class Service:
 
         def apply(appended: Sequence[AppendedRecord]) -> dict[str, Any] | None:
             forget()
+            if expired:
+                for fid, record in zip(expired, appended, strict=False):
+                    projection.apply_delete(record.seq, fid)
+                appended = appended[len(expired) :]
             for frame, record, index in zip(frames, appended, written, strict=True):
                 frame.seq = record.seq
                 apply_put(frame, record)
@@ -281,12 +299,22 @@ class Service:
     def get(self, args: dict[str, Any]) -> Result:
         fid = validation.frame_id_arg(args)
         slot = self._projection.table.get(fid)
-        if slot is None:
+        if slot is None or self._projection.expiry.is_expired(fid, now_ms()):
             raise MemorydError(errors.NOT_FOUND, f"no live frame has id {fid}")
         frame = frame_at(self._log, slot)
         if frame.sealed is not None:
             frame = self._reveal(frame)
         return {"frame": frame.to_dict()}
+
+    def readable(self, frame: Frame) -> Frame | None:
+        """``frame`` as a client may see it: opened if sealed, None if it cannot be
+        (locked, no vault, tampered or forgotten)."""
+        if frame.sealed is None:
+            return frame
+        try:
+            return self._reveal(frame)
+        except MemorydError:
+            return None
 
     def _reveal(self, frame: Frame) -> Frame:
         if self.vault is None:
@@ -298,7 +326,7 @@ class Service:
         limit = validation.page_limit(args, 20)
         page = self._page(
             lambda: self._projection.table.recent(
-                namespace=namespace, kind=kind, limit=limit, cursor=cursor
+                namespace=namespace, kind=kind, limit=limit, cursor=cursor, hidden=self.hidden()
             )
         )
         return self._page_result(page)
@@ -318,9 +346,18 @@ class Service:
                 kind=kind,
                 limit=limit,
                 cursor=cursor,
+                hidden=self.hidden(),
             )
         )
         return self._page_result(page)
+
+    def hidden(self) -> Callable[[str], bool] | None:
+        """What listings skip now: expired frames (None when no frame has a time-to-live)."""
+        expiry = self._projection.expiry
+        if not expiry:
+            return None
+        stamp = now_ms()
+        return lambda fid: expiry.is_expired(fid, stamp)
 
     @staticmethod
     def _filters(args: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
@@ -365,6 +402,8 @@ class Service:
             "uptime_s": round(time.monotonic() - self._started, 3),
             "frames_live": len(projection.table),
             "frames_deleted": projection.table.frames_deleted,
+            "frames_expired": projection.expiry.count_expired(now_ms()),
+            "blocks": len(projection.blocks),
             "namespaces": len(projection.table.namespaces()),
             "records_unreadable": len(projection.unreadable),
             "last_seq": self._log.last_seq,

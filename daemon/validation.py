@@ -9,6 +9,7 @@ numbers).  Nothing is ever truncated to fit.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, NamedTuple
 
 import orjson
@@ -46,7 +47,11 @@ class FrameInput(NamedTuple):
     private: bool
     source: str
     timestamp_ms: int | None
+    expires_at_ms: int | None = None
 
+
+# The longest time-to-live a put may ask for: about a hundred years.
+TTL_S_MAX = 100 * 365 * 86_400
 
 _PUT_FIELDS = frozenset(
     (
@@ -59,6 +64,8 @@ _PUT_FIELDS = frozenset(
         "private",
         "source",
         "timestamp_ms",
+        "ttl_s",
+        "expires_at_ms",
     )
 )
 
@@ -233,9 +240,35 @@ def frame_input(args: dict[str, Any]) -> FrameInput:
         args, "source", "", "source_bytes_max", protocol.SOURCE_BYTES_MAX, empty_ok=True
     )
     timestamp_ms = optional_timestamp(args, "timestamp_ms")
-    return FrameInput(
-        content, namespace, kind, tags, importance, metadata, private, source, timestamp_ms
+    expires_at_ms = (
+        _expiry(args) if "ttl_s" in args or "expires_at_ms" in args else None  # rare: look once
     )
+    return FrameInput(
+        content,
+        namespace,
+        kind,
+        tags,
+        importance,
+        metadata,
+        private,
+        source,
+        timestamp_ms,
+        expires_at_ms,
+    )
+
+
+def _expiry(args: dict[str, Any]) -> int | None:
+    """When the frame expires: ``ttl_s`` seconds from now, or ``expires_at_ms``; never both."""
+    ttl_s = optional_int(args, "ttl_s", minimum=1, maximum=TTL_S_MAX)
+    expires_at_ms = optional_timestamp(args, "expires_at_ms")
+    if ttl_s is not None and expires_at_ms is not None:
+        raise bad_request("give ttl_s or expires_at_ms, not both")
+    now_ms = time.time_ns() // 1_000_000
+    if ttl_s is not None:
+        return now_ms + ttl_s * 1000
+    if expires_at_ms is not None and expires_at_ms <= now_ms:
+        raise bad_request(f"expires_at_ms ({expires_at_ms}) is not in the future")
+    return expires_at_ms
 
 
 def batch_inputs(args: dict[str, Any]) -> list[FrameInput]:

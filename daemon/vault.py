@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -304,12 +304,23 @@ class Vault:
 
     def forget(self, frame: Frame) -> int:
         """Destroy the data key of sealed ``frame`` (on a thread: one fdatasync); locked or not."""
-        if frame.sealed is None or self._keyring is None:
+        return self.forget_frames([frame])
+
+    def forget_frames(self, frames: Sequence[Frame]) -> int:
+        """Destroy the data keys of the sealed ``frames`` with one fdatasync (on a thread)."""
+        if self._keyring is None:
             return 0
-        try:
-            destroyed = self._keyring.forget([frame_key_id(frame.sealed)])
-        except TamperedError:
-            return 0  # a damaged envelope names no usable key: nothing can open it anyway
+        key_ids = []
+        for frame in frames:
+            if frame.sealed is None:
+                continue
+            try:
+                key_ids.append(frame_key_id(frame.sealed))
+            except TamperedError:
+                continue  # a damaged envelope names no usable key: nothing can open it anyway
+        if not key_ids:
+            return 0
+        destroyed = self._keyring.forget(key_ids)
         self.frames_forgotten += destroyed
         return destroyed
 

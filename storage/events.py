@@ -7,7 +7,11 @@ the sequence number and the timestamp, so events do not repeat them.
 ``FRAME_PUT`` payload::
 
     {"id": str, "ns": str, "kind": str, "content": str, "tags": [str],
-     "imp": float, "meta": object, "priv": bool, "src": str}
+     "imp": float, "meta": object, "priv": bool, "src": str, "exp"?: int}
+
+``exp`` (present only when the frame has a time-to-live) is when it expires,
+in milliseconds since the epoch: from then on it leaves every query, and
+compaction may drop it.
 
 A private frame's ``FRAME_PUT`` holds none of what its writer wrote in clear:
 its content, tags, metadata and source are one sealed envelope (memoryd.crypto,
@@ -22,6 +26,17 @@ The envelope's plaintext is ``{"content": str, "tags": [str], "meta": object,
 ``FRAME_DELETE`` payload::
 
     {"id": str}
+
+``BLOCK_UPDATE`` payload (a change of one core memory block; see
+``BlockChange``)::
+
+    {"ns": str, "type": str, "op": "set" | "append" | "replace",
+     "content": str, "label": str, "desc": str, "limit": int, "ro": bool}
+    {"ns": str, "type": str, "op": "delete"}
+
+A set, append or replace carries the block's whole state *after* the change,
+so that folding it never depends on re-running the edit; ``op`` records what
+kind of edit it was, for the block's history.
 
 A frame's ``id`` is content-addressed (see ``frame_id``): the same content in
 the same namespace and kind always gets the same id, which is how a retried or
@@ -74,6 +89,7 @@ class Frame:
     metadata: dict[str, Any] = field(default_factory=dict)
     private: bool = False
     source: str = ""
+    expires_at_ms: int | None = None  # None: the frame never expires
     # A private frame as read from the log: its envelope, with content, tags,
     # metadata and source empty until opened (``with_private_fields``).
     sealed: bytes | None = None
@@ -92,6 +108,7 @@ class Frame:
             "metadata": self.metadata,
             "private": self.private,
             "source": self.source,
+            "expires_at_ms": self.expires_at_ms,
         }
 
 
@@ -99,37 +116,39 @@ def encode_frame_put(frame: Frame) -> bytes:
     """Payload of a FRAME_PUT record for ``frame`` (seq and time live in the header).
 
     A frame with ``sealed`` set is written sealed: only its id, namespace,
-    kind, importance and envelope.
+    kind, importance, expiry and envelope.
     """
     if frame.sealed is not None:
         return encode_sealed_put(frame, frame.sealed)
-    return orjson.dumps(
-        {
-            "id": frame.id,
-            "ns": frame.namespace,
-            "kind": frame.kind,
-            "content": frame.content,
-            "tags": frame.tags,
-            "imp": frame.importance,
-            "meta": frame.metadata,
-            "priv": frame.private,
-            "src": frame.source,
-        }
-    )
+    obj = {
+        "id": frame.id,
+        "ns": frame.namespace,
+        "kind": frame.kind,
+        "content": frame.content,
+        "tags": frame.tags,
+        "imp": frame.importance,
+        "meta": frame.metadata,
+        "priv": frame.private,
+        "src": frame.source,
+    }
+    if frame.expires_at_ms is not None:
+        obj["exp"] = frame.expires_at_ms
+    return orjson.dumps(obj)
 
 
 def encode_sealed_put(frame: Frame, envelope: bytes) -> bytes:
     """Payload of a private frame's FRAME_PUT: nothing its writer wrote but in ``envelope``."""
-    return orjson.dumps(
-        {
-            "id": frame.id,
-            "ns": frame.namespace,
-            "kind": frame.kind,
-            "imp": frame.importance,
-            "priv": True,
-            "sealed": base64.b64encode(envelope).decode("ascii"),
-        }
-    )
+    obj = {
+        "id": frame.id,
+        "ns": frame.namespace,
+        "kind": frame.kind,
+        "imp": frame.importance,
+        "priv": True,
+        "sealed": base64.b64encode(envelope).decode("ascii"),
+    }
+    if frame.expires_at_ms is not None:
+        obj["exp"] = frame.expires_at_ms
+    return orjson.dumps(obj)
 
 
 def private_fields(frame: Frame) -> bytes:
@@ -163,6 +182,7 @@ def with_private_fields(frame: Frame, plaintext: bytes) -> Frame:
         meta,
         True,
         src,
+        frame.expires_at_ms,
         frame.sealed,
     )
 
@@ -200,11 +220,14 @@ def decode_frame_put(payload: bytes, seq: int, timestamp_ms: int) -> Frame:
             metadata=obj.get("meta", {}),
             private=bool(obj.get("priv", False)),
             source=obj.get("src", ""),
+            expires_at_ms=obj.get("exp"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise EventError(f"frame put payload is missing or mistypes {exc}") from None
     if not (isinstance(frame.id, str) and isinstance(frame.content, str)):
         raise EventError("frame put payload has a non-string id or content")
+    if frame.expires_at_ms is not None and type(frame.expires_at_ms) is not int:
+        raise EventError("frame put payload has a non-integer exp")
     return frame
 
 
@@ -222,8 +245,23 @@ def _decode_sealed_put(obj: dict[str, Any], seq: int, timestamp_ms: int) -> Fram
         importance = float(obj.get("imp", 0.5))
     except (binascii.Error, TypeError, ValueError):
         raise EventError("private frame put payload has a malformed envelope") from None
+    expires_at_ms = obj.get("exp")
+    if expires_at_ms is not None and type(expires_at_ms) is not int:
+        raise EventError("private frame put payload has a non-integer exp")
     return Frame(
-        fid, seq, timestamp_ms, namespace, kind, "", [], importance, {}, True, "", envelope
+        fid,
+        seq,
+        timestamp_ms,
+        namespace,
+        kind,
+        "",
+        [],
+        importance,
+        {},
+        True,
+        "",
+        expires_at_ms,
+        envelope,
     )
 
 
@@ -236,3 +274,77 @@ def decode_frame_delete(payload: bytes) -> str:
 
 
 FRAME_EVENT_TYPES = (RecordType.FRAME_PUT, RecordType.FRAME_DELETE)
+
+# Core memory block types, in the order they are rendered into a prompt.
+BLOCK_TYPES = ("system", "persona", "human", "facts", "goals", "scratch")
+BLOCK_OPS = ("set", "append", "replace", "delete")
+
+
+@dataclass(frozen=True, slots=True)
+class BlockChange:
+    """One change of a core memory block, as a BLOCK_UPDATE record stores it.
+
+    For ``set``, ``append`` and ``replace`` the fields are the block's state
+    after the change; for ``delete`` only the namespace and type matter.
+    """
+
+    namespace: str
+    block_type: str
+    op: str
+    content: str = ""
+    label: str = ""
+    description: str = ""
+    chars_limit: int = 0
+    read_only: bool = False
+
+    def to_payload(self) -> dict[str, Any]:
+        """The payload as a plain JSON object (what export writes and import reads)."""
+        if self.op == "delete":
+            return {"ns": self.namespace, "type": self.block_type, "op": "delete"}
+        return {
+            "ns": self.namespace,
+            "type": self.block_type,
+            "op": self.op,
+            "content": self.content,
+            "label": self.label,
+            "desc": self.description,
+            "limit": self.chars_limit,
+            "ro": self.read_only,
+        }
+
+    @classmethod
+    def from_payload(cls, obj: dict[str, Any]) -> BlockChange:
+        """The change a payload object describes; raises EventError if malformed."""
+        try:
+            change = cls(
+                namespace=obj["ns"],
+                block_type=obj["type"],
+                op=obj["op"],
+                content=obj.get("content", ""),
+                label=obj.get("label", ""),
+                description=obj.get("desc", ""),
+                chars_limit=obj.get("limit", 0),
+                read_only=obj.get("ro", False),
+            )
+        except (KeyError, TypeError) as exc:
+            raise EventError(f"block update payload is missing {exc}") from None
+        strings = (change.namespace, change.block_type, change.content, change.label)
+        if not all(isinstance(value, str) for value in (*strings, change.description)):
+            raise EventError("block update payload has a non-string field")
+        if change.block_type not in BLOCK_TYPES or change.op not in BLOCK_OPS:
+            raise EventError("block update payload has an unknown type or op")
+        if type(change.chars_limit) is not int or type(change.read_only) is not bool:
+            raise EventError("block update payload mistypes limit or ro")
+        if change.op != "delete" and len(change.content) > change.chars_limit:
+            raise EventError("block update payload holds more characters than its limit")
+        return change
+
+
+def encode_block_update(change: BlockChange) -> bytes:
+    """Payload of a BLOCK_UPDATE record."""
+    return orjson.dumps(change.to_payload())
+
+
+def decode_block_update(payload: bytes) -> BlockChange:
+    """The change a BLOCK_UPDATE record stores; raises EventError if malformed."""
+    return BlockChange.from_payload(_load_object(payload))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -148,11 +148,15 @@ class FrameTable:
         kind: str | None,
         limit: int,
         cursor: str | None,
+        hidden: Callable[[str], bool] | None = None,
     ) -> SlotPage:
-        """Newest first; ``cursor`` continues strictly before the last key of the previous page."""
+        """Newest first; ``cursor`` continues strictly before the last key of the previous page.
+
+        Frames whose id ``hidden`` holds true for (expired ones) are skipped.
+        """
         before = parse_cursor(cursor) - 1 if cursor is not None else None
         keys = self._ordered_keys(namespace, kind, None, before, reverse=True)
-        return self._page(keys, limit)
+        return self._page(keys, limit, hidden)
 
     def range(
         self,
@@ -163,15 +167,16 @@ class FrameTable:
         kind: str | None,
         limit: int,
         cursor: str | None,
+        hidden: Callable[[str], bool] | None = None,
     ) -> SlotPage:
-        """Oldest first, ``since_ms`` inclusive and ``until_ms`` exclusive."""
+        """Oldest first, ``since_ms`` inclusive and ``until_ms`` exclusive; skips ``hidden``."""
         low = order_key(since_ms, 0) if since_ms is not None else None
         if cursor is not None:
             after = parse_cursor(cursor) + 1
             low = after if low is None else max(low, after)
         high = order_key(until_ms, 0) - 1 if until_ms is not None else None
         keys = self._ordered_keys(namespace, kind, low, high, reverse=False)
-        return self._page(keys, limit)
+        return self._page(keys, limit, hidden)
 
     def _ordered_keys(
         self,
@@ -198,7 +203,12 @@ class FrameTable:
             return iterators[0]
         return heapq.merge(*iterators, reverse=reverse)
 
-    def _page(self, keys: Iterable[int], limit: int) -> SlotPage:
+    def _page(
+        self, keys: Iterable[int], limit: int, hidden: Callable[[str], bool] | None = None
+    ) -> SlotPage:
+        if hidden is not None:
+            key_to_id = self._key_to_id
+            keys = (key for key in keys if not hidden(key_to_id[key]))
         taken = list(itertools.islice(keys, limit + 1))
         more = len(taken) > limit
         taken = taken[:limit]

@@ -61,7 +61,7 @@ class RecordType(enum.IntEnum):
 
     FRAME_PUT = 1
     FRAME_DELETE = 2
-    BLOCK_UPDATE = 3  # reserved: core memory block changes
+    BLOCK_UPDATE = 3  # a change of a core memory block (events.BlockChange)
     KEY_ROTATION = 4  # reserved: key hierarchy changes
 
 

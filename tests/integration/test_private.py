@@ -187,6 +187,54 @@ def test_delete_destroys_the_data_key_so_old_copies_cannot_be_opened(
         keyring.close()
 
 
+def test_forget_by_id_and_by_namespace_destroys_private_data_keys(
+    tmp_path: Path, socket_dir: Path
+) -> None:
+    proc = vault_daemon(tmp_path, socket_dir).start()
+    try:
+        with Client(proc.socket_path) as client:
+            client.unlock(passphrase=PASSPHRASE, create=True)
+            by_id = client.put("forgotten by id", private=True)
+            in_ns = [client.put(f"secret {i}", private=True, namespace="diary") for i in range(3)]
+            public = client.put("public diary entry", namespace="diary")
+            kept = client.put("kept secret", private=True)
+            assert client.forget(ids=[by_id.id]).deleted == 1
+            assert client.forget(namespace="diary").deleted == 4
+            assert client.vault_status()["frames_forgotten"] == 4
+            assert client.get(kept.id).content == "kept secret"
+        assert proc.terminate() == 0
+    finally:
+        proc.ensure_stopped()
+    keyring = Keyring.open(proc.data_dir / KEYS_DIR_NAME, read_only=True)
+    try:
+        with MasterKey.from_passphrase(PASSPHRASE) as master:
+            unlocked = keyring.unlock(master)
+        for put, namespace in [(by_id, "default")] + [(p, "diary") for p in in_ns]:
+            _, _, _, envelope = sealed_envelope_span(proc.data_dir, put.id)
+            with pytest.raises(ForgottenError):
+                unlocked.open_frame(envelope, frame_aad(put.id, namespace, put.seq))
+        _, _, _, kept_envelope = sealed_envelope_span(proc.data_dir, kept.id)
+        aad = frame_aad(kept.id, "default", kept.seq)
+        assert orjson.loads(unlocked.open_frame(kept_envelope, aad))["content"] == "kept secret"
+        assert public.id not in (by_id.id, kept.id)
+    finally:
+        keyring.close()
+
+
+def test_context_shows_private_memories_only_while_unlocked(vault_proc: DaemonProcess) -> None:
+    with Client(vault_proc.socket_path) as client:
+        client.unlock(passphrase=PASSPHRASE, create=True)
+        secret = client.put("the safe combination is nine four two", private=True)
+        client.put("the weather was mild today")
+        unlocked = client.context(budget_tokens=500, min_seq=secret.seq)
+        assert "nine four two" in unlocked.text
+        client.lock()
+        locked = client.context(budget_tokens=500)
+        assert "weather was mild" in locked.text
+        assert "nine four two" not in locked.text
+        assert secret.id not in {item.id for item in locked.included}
+
+
 def test_a_key_file_unlocks_at_start_and_a_missing_one_stops_the_start(
     tmp_path: Path, socket_dir: Path
 ) -> None:

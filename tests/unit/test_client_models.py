@@ -26,6 +26,7 @@ WIRE_FRAME: dict[str, Any] = {
     "metadata": {"k": {"n": [1]}},
     "private": False,
     "source": "",
+    "expires_at_ms": None,
 }
 
 

@@ -33,6 +33,7 @@ FRAME_DEFAULTS: dict[str, Any] = {
     "metadata": {},
     "private": False,
     "source": "",
+    "expires_at_ms": None,
 }
 TEST_OPS = ("sleep", "null_error", "garbage", "echo")
 
