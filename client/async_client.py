@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from . import errors, ops, protocol
-from .models import DeleteResult, Frame, Page, PutResult, SearchResult, ServerInfo
+from .models import DeleteResult, ExportPage, Frame, Page, PutResult, SearchResult, ServerInfo
 from .paths import default_socket_path
 
 T = TypeVar("T")
@@ -496,3 +496,19 @@ class AsyncClient:
                     future.cancel()
                 elif not future.cancelled():
                     future.exception()  # retrieved: no "never retrieved" log
+
+    # --- export (added after the core ops) ------------------------------------
+
+    async def export_page(self, after_seq: int = 0, *, limit: int | None = None) -> ExportPage:
+        """One page of the log's events after ``after_seq`` (see ``export_events``)."""
+        return await self._execute(ops.export_page(after_seq, limit))
+
+    async def export_events(self, after_seq: int = 0) -> AsyncIterator[Mapping[str, Any]]:
+        """Every event of the log after ``after_seq``, in seq order, page by page."""
+        while True:
+            page = await self.export_page(after_seq)
+            for event in page.events:
+                yield event
+            if page.done or page.next_after_seq <= after_seq:
+                return
+            after_seq = page.next_after_seq

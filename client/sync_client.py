@@ -10,13 +10,13 @@ from __future__ import annotations
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from . import errors, ops, protocol
-from .models import DeleteResult, Frame, Page, PutResult, SearchResult, ServerInfo
+from .models import DeleteResult, ExportPage, Frame, Page, PutResult, SearchResult, ServerInfo
 from .paths import default_socket_path
 
 T = TypeVar("T")
@@ -387,3 +387,22 @@ class Client:
                 raise ops.unexpected_response(response)
             responses[slot] = response
             received += 1
+
+    # --- export (added after the core ops) ------------------------------------
+
+    def export_page(self, after_seq: int = 0, *, limit: int | None = None) -> ExportPage:
+        """One page of the log's events after ``after_seq`` (see ``export_events``)."""
+        return self._execute(ops.export_page(after_seq, limit))
+
+    def export_events(self, after_seq: int = 0) -> Iterator[Mapping[str, Any]]:
+        """Every event of the log after ``after_seq``, in seq order, page by page.
+
+        Ends at the log's last record as of each page: events committed while
+        it runs are included up to the page that reaches the end.
+        """
+        while True:
+            page = self.export_page(after_seq)
+            yield from page.events
+            if page.done or page.next_after_seq <= after_seq:
+                return
+            after_seq = page.next_after_seq

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from memoryd.client.cli import add_client_commands, build_parser
+from memoryd.client.cli_transfer import add_transfer_commands
 from memoryd.daemon.cmd_backup import add_backup_commands
 from memoryd.daemon.cmd_check import add_check_command
 from memoryd.daemon.cmd_config import add_config_command
@@ -34,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_prometheus_option(subparsers)
     add_doctor_command(subparsers)
     add_backup_commands(subparsers)
+    add_transfer_commands(subparsers)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

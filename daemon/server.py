@@ -32,6 +32,7 @@ from memoryd.client.errors import MemorydError
 from memoryd.daemon.builder import Builder
 from memoryd.daemon.config import Config, ConfigError, parse_metrics_address
 from memoryd.daemon.connection import Connection
+from memoryd.daemon.export_op import ExportOp
 from memoryd.daemon.health import Health, check_open_files
 from memoryd.daemon.metrics import Metrics, serve_http
 from memoryd.daemon.search_op import RESULTS_TTL_S, CacheKey, Ranked, SearchOp, ranked_size
@@ -309,6 +310,7 @@ class Daemon:
         search_op = SearchOp(event_log, projection.table, builder, search_index, results_cache)
         builder.on_built = search_op.forget_stale
         service.handlers["search"] = search_op
+        service.handlers["export"] = ExportOp(event_log)
         registry = ConnectionRegistry(config, service)
 
         def problem() -> str | None:

@@ -1,0 +1,144 @@
+"""``memoryd export``, ``memoryd import FILE`` and ``memoryd tail``.
+
+``export`` writes the log's events as JSON Lines (PROTOCOL.md, "export") to
+stdout or ``--output``; ``import`` reads them back, or a MEM8 or mem0 file
+(client/import_formats.py), and ends with a summary; every line it could not
+import is reported on stderr with its number.  Exit codes as every command;
+``import`` exits 1 when some lines failed (the others are imported) and 2
+when the file is refused as a whole (nothing imported).  Both draw a
+progress bar on stderr when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Final
+
+import orjson
+
+from .cli import EPILOG, CommandUsageError, _command, _emit, _emit_json, global_options_parent
+from .import_formats import FORMATS, open_source
+from .import_source import ImportFormatError
+from .importer import Importer
+from .progress import Progress
+from .sync_client import Client
+
+if TYPE_CHECKING:
+    from .cli import Subparsers
+
+ERRORS_SHOWN_MAX: Final = 1000  # lines listed on stderr; the summary counts them all
+
+
+class ImportFailedError(Exception):
+    """Some lines were not imported (already reported): exit code 1."""
+
+
+def add_transfer_commands(subparsers: Subparsers) -> None:
+    parent = global_options_parent()
+    export = subparsers.add_parser(
+        "export",
+        parents=[parent],
+        help="write every event of the log as JSON Lines",
+        description="Write every event of the log (frames put and deleted, with every field) "
+        "as JSON Lines, in seq order, to stdout or --output. Private frames are written as "
+        "the log holds them.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("--output", "-o", type=Path, metavar="FILE", help="write here")
+    export.add_argument(
+        "--after-seq", type=int, default=0, metavar="SEQ", help="only events after this seq"
+    )
+    export.set_defaults(func=_export)
+    formats = "\n".join(f"  {name:<10} {text}" for name, text in FORMATS.items())
+    imp = subparsers.add_parser(
+        "import",
+        parents=[parent],
+        help="import a memoryd export, MEM8 (JSON or .m8) or mem0 file",
+        description="Import FILE idempotently (importing it again adds nothing). Lines that "
+        "cannot be imported are reported with their number; the rest is imported.",
+        epilog=f"formats (--format; auto-detected by default):\n{formats}\n\n{EPILOG}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    imp.add_argument("file", type=Path, metavar="FILE")
+    imp.add_argument(
+        "--format", default="auto", choices=["auto", *FORMATS], help="the file's format"
+    )
+    imp.add_argument(
+        "--namespace",
+        metavar="NS",
+        help="namespace for MEM8 and mem0 memories that name none (default: mem8, mem0)",
+    )
+    imp.set_defaults(func=_run_import)
+
+
+@_command
+def _export(client: Client, args: argparse.Namespace) -> None:
+    if args.after_seq < 0:
+        raise CommandUsageError("--after-seq must be at least 0")
+    if args.output is None:
+        _export_to(client, args.after_seq, sys.stdout.buffer)
+        return
+    try:
+        with open(args.output, "wb") as out:
+            count = _export_to(client, args.after_seq, out)
+    except OSError as exc:
+        raise CommandUsageError(f"cannot write {args.output}: {exc.strerror}") from None
+    print(f"exported {count} events to {args.output}", file=sys.stderr)
+
+
+def _export_to(client: Client, after_seq: int, out: IO[bytes]) -> int:
+    progress = Progress("export", 0, " seq")
+    count = 0
+    try:
+        while True:
+            page = client.export_page(after_seq)
+            out.write(b"".join(orjson.dumps(event) + b"\n" for event in page.events))
+            count += len(page.events)
+            progress.update(page.next_after_seq, page.last_seq)
+            if page.done or page.next_after_seq <= after_seq:
+                break
+            after_seq = page.next_after_seq
+        out.flush()
+    finally:
+        progress.finish()
+    return count
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    try:
+        return int(_import(args))
+    except ImportFailedError:
+        return 1
+
+
+@_command
+def _import(client: Client, args: argparse.Namespace) -> None:
+    try:
+        source = open_source(args.file, args.format, args.namespace)
+    except OSError as exc:
+        raise CommandUsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    except ImportFormatError as exc:
+        raise CommandUsageError(str(exc)) from None
+    progress = Progress("import", source.total_bytes, " bytes")
+    try:
+        summary = Importer(client, source, progress.update).run()
+    except ImportFormatError as exc:
+        raise CommandUsageError(f"nothing imported: {exc}") from None
+    except OSError as exc:
+        raise CommandUsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    finally:
+        progress.finish()
+    if args.json:
+        _emit_json(summary.as_dict())
+    else:
+        for error in summary.errors[:ERRORS_SHOWN_MAX]:
+            print(f"memoryd: import: {args.file}: {error}", file=sys.stderr)
+        if len(summary.errors) > ERRORS_SHOWN_MAX:
+            more = len(summary.errors) - ERRORS_SHOWN_MAX
+            print(f"memoryd: import: ... and {more} more", file=sys.stderr)
+        _emit(summary.describe())
+    if summary.errors:
+        raise ImportFailedError
