@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from memoryd.client import Client, errors
+from memoryd.client.import_mem8 import encode_m8
 from tests.integration.daemon_process import DaemonProcess
 from tests.integration.test_cli import memoryd
 
@@ -198,3 +200,73 @@ def test_import_refuses_unknown_formats_and_missing_files(
     run = memoryd("import", str(tmp_path / "missing.jsonl"), socket=daemon.socket_path)
     assert run.code == 2
     assert "cannot read" in run.one_error_line("usage")
+
+
+def test_import_m8_then_again_and_a_damaged_m8_changes_nothing(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    blocks = [
+        {"content": f"wave memory {n}", "timestamp_us": 1_700_000_000_000_000 + n * 1000,
+         "importance": n / 4, "token_id": n}
+        for n in range(5)
+    ]  # fmt: skip
+    good = tmp_path / "memory.m8"
+    good.write_bytes(encode_m8(blocks, identity_frequency=42.73))
+    run = memoryd("import", str(good), "--namespace", "waves", "--json", socket=daemon.socket_path)
+    assert run.json()["stored"] == 5
+    with Client(daemon.socket_path) as client:
+        frames = sorted(live_frames(client).values(), key=lambda f: f["timestamp_ms"])
+        assert [f["content"] for f in frames] == [b["content"] for b in blocks]
+        assert [f["importance"] for f in frames] == [round(n / 4 * 65535) / 65535 for n in range(5)]
+        assert frames[1]["timestamp_ms"] == 1_700_000_000_001
+        assert {f["namespace"] for f in frames} == {"waves"}
+        assert frames[3]["metadata"]["mem8"]["token_id"] == 3
+        last_seq = client.stats()["last_seq"]
+    again = memoryd(
+        "import", str(good), "--namespace", "waves", "--json", socket=daemon.socket_path
+    )
+    assert (again.json()["stored"], again.json()["existing"]) == (0, 5)
+
+    truncated = tmp_path / "truncated.m8"
+    truncated.write_bytes(encode_m8([*blocks, {"content": "the sixth"}])[:-100])
+    run = memoryd("import", str(truncated), socket=daemon.socket_path)
+    assert run.code == 2
+    assert "nothing imported" in run.one_error_line("usage")
+    assert "truncated block 6 of 6" in run.err
+    bad_magic = tmp_path / "bad.m8"
+    bad_magic.write_bytes(b"MEMX" + encode_m8([{"content": "never stored"}])[4:])
+    run = memoryd("import", str(bad_magic), "--format", "m8", socket=daemon.socket_path)
+    assert run.code == 2 and "bad magic" in run.err
+    with Client(daemon.socket_path) as client:
+        assert client.stats()["last_seq"] == last_seq
+
+
+def test_import_mem8_json_compressed_and_mem0_with_a_bad_element(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    contexts = {"contexts": [
+        {"content": "ctx one", "score": 0.9, "timestamp": "2024-01-02T03:04:05Z"},
+        {"content": "ctx two", "score": 0.1},
+    ]}  # fmt: skip
+    packed = tmp_path / "contexts.bin"
+    packed.write_bytes(zlib.compress(json.dumps(contexts).encode()))
+    summary = memoryd("import", str(packed), "--json", socket=daemon.socket_path).json()
+    assert (summary["format"], summary["stored"]) == ("mem8-json", 2)
+    mem0 = [
+        {"memory": "Prefers green tea", "user_id": "alice", "created_at": "2024-07-20T10:00:00Z"},
+        {"memory": ""},
+        {"memory": "Lives in Lisbon", "user_id": "bob", "metadata": {"confidence": 0.7}},
+    ]
+    path = tmp_path / "mem0.json"
+    path.write_text(json.dumps(mem0))
+    run = memoryd("import", str(path), socket=daemon.socket_path)
+    assert run.code == 1
+    assert "line 2: bad_request: content must not be empty" in run.err
+    assert "2 new" in run.out
+    with Client(daemon.socket_path) as client:
+        frames = {f["content"]: f for f in live_frames(client).values()}
+    assert frames["ctx one"]["importance"] == 0.9
+    assert frames["ctx one"]["timestamp_ms"] == 1_704_164_645_000
+    assert frames["Prefers green tea"]["namespace"] == "alice"
+    assert frames["Prefers green tea"]["kind"] == "fact"
+    assert frames["Lives in Lisbon"]["metadata"] == {"confidence": 0.7}
