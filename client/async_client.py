@@ -20,6 +20,7 @@ from typing import Any, TypeVar, cast
 from . import errors, ops, protocol
 from .models import DeleteResult, ExportPage, Frame, Page, PutResult, SearchResult, ServerInfo
 from .paths import default_socket_path
+from .subscription import AsyncSubscription, subscribe_args
 
 T = TypeVar("T")
 
@@ -512,3 +513,16 @@ class AsyncClient:
             if page.done or page.next_after_seq <= after_seq:
                 return
             after_seq = page.next_after_seq
+
+    # --- live tail (added after the core ops) ---------------------------------
+
+    async def subscribe(
+        self,
+        *,
+        namespace: str | None = None,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> AsyncSubscription:
+        """Frames as they commit, on a connection of their own: ``async for`` over it."""
+        args = subscribe_args(namespace, kinds, tags)
+        return await AsyncSubscription.open(self.socket_path, args, self.timeout, self.client_name)

@@ -1,4 +1,4 @@
-"""``memoryd export``, ``memoryd import FILE`` and ``memoryd tail``.
+"""``memoryd export``, ``memoryd import FILE`` and ``memoryd tail [-f]``.
 
 ``export`` writes the log's events as JSON Lines (PROTOCOL.md, "export") to
 stdout or ``--output``; ``import`` reads them back, or a MEM8 or mem0 file
@@ -12,16 +12,27 @@ progress bar on stderr when it is a terminal.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
 import orjson
 
-from .cli import EPILOG, CommandUsageError, _command, _emit, _emit_json, global_options_parent
+from . import protocol
+from .cli import (
+    EPILOG,
+    CommandUsageError,
+    _command,
+    _emit,
+    _emit_json,
+    format_frame_line,
+    global_options_parent,
+)
 from .import_formats import FORMATS, open_source
 from .import_source import ImportFormatError
 from .importer import Importer
+from .models import Frame
 from .progress import Progress
 from .sync_client import Client
 
@@ -29,6 +40,7 @@ if TYPE_CHECKING:
     from .cli import Subparsers
 
 ERRORS_SHOWN_MAX: Final = 1000  # lines listed on stderr; the summary counts them all
+TAIL_LINES_MAX: Final = 10_000
 
 
 class ImportFailedError(Exception):
@@ -72,6 +84,26 @@ def add_transfer_commands(subparsers: Subparsers) -> None:
         help="namespace for MEM8 and mem0 memories that name none (default: mem8, mem0)",
     )
     imp.set_defaults(func=_run_import)
+    tail = subparsers.add_parser(
+        "tail",
+        parents=[parent],
+        help="show the latest frames; with -f, follow new ones as they commit",
+        description="Print the last N live frames, oldest first; with -f, then every new frame "
+        "as it commits, until interrupted. A follower that falls too far behind is dropped "
+        "by the daemon (exit 1).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tail.add_argument("-f", "--follow", action="store_true", help="follow new frames")
+    tail.add_argument(
+        "-n", "--lines", type=int, default=10, metavar="N", help="frames shown first (default 10)"
+    )
+    tail.add_argument("--namespace", metavar="NS", help="only this namespace")
+    tail.add_argument(
+        "--kind", dest="kinds", action="append", metavar="KIND", help="only these kinds"
+    )
+    tail.add_argument("--tag", dest="tags", action="append", metavar="TAG", help="only with tag")
+    tail.set_defaults(func=_tail)
 
 
 @_command
@@ -105,6 +137,61 @@ def _export_to(client: Client, after_seq: int, out: IO[bytes]) -> int:
     finally:
         progress.finish()
     return count
+
+
+@_command
+def _tail(client: Client, args: argparse.Namespace) -> None:
+    if not 0 <= args.lines <= TAIL_LINES_MAX:
+        raise CommandUsageError(f"-n must be from 0 to {TAIL_LINES_MAX}")
+    subscription = (
+        client.subscribe(namespace=args.namespace, kinds=args.kinds, tags=args.tags)
+        if args.follow
+        else None
+    )
+    try:
+        after_seq = subscription.after_seq if subscription is not None else None
+        for frame in reversed(_latest(client, args, after_seq)):
+            _show(frame, args.json)
+        if subscription is not None:
+            for frame in subscription:
+                _show(frame, args.json)
+    finally:
+        if subscription is not None:
+            subscription.close()
+
+
+def _latest(client: Client, args: argparse.Namespace, after_seq: int | None) -> list[Frame]:
+    """The last ``args.lines`` live frames passing the filters (up to ``after_seq``), newest
+    first: the ones a follower would not be pushed."""
+    kinds = set(args.kinds or ())
+    tags = args.tags or ()
+    wanted: list[Frame] = []
+    cursor = None
+    while len(wanted) < args.lines:
+        page = client.recent(
+            namespace=args.namespace,
+            kind=args.kinds[0] if len(kinds) == 1 else None,
+            limit=protocol.PAGE_FRAMES_MAX,
+            cursor=cursor,
+        )
+        wanted += [
+            frame
+            for frame in page.frames
+            if (after_seq is None or frame.seq <= after_seq)
+            and (not kinds or frame.kind in kinds)
+            and all(tag in frame.tags for tag in tags)
+        ]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    return wanted[: args.lines]
+
+
+def _show(frame: Frame, as_json: bool) -> None:
+    if as_json:
+        _emit_json(dataclasses.asdict(frame))
+    else:
+        _emit(format_frame_line(frame))
 
 
 def _run_import(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from typing import Any, Final, TypeVar
 from . import errors, ops, protocol
 from .models import DeleteResult, ExportPage, Frame, Page, PutResult, SearchResult, ServerInfo
 from .paths import default_socket_path
+from .subscription import Subscription, subscribe_args
 
 T = TypeVar("T")
 
@@ -406,3 +407,17 @@ class Client:
             if page.done or page.next_after_seq <= after_seq:
                 return
             after_seq = page.next_after_seq
+
+    # --- live tail (added after the core ops) ---------------------------------
+
+    def subscribe(
+        self,
+        *,
+        namespace: str | None = None,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> Subscription:
+        """Frames as they commit (after ``Subscription.after_seq``), on a connection of
+        their own; iterate it, and close it (or use ``with``) when done."""
+        args = subscribe_args(namespace, kinds, tags)
+        return Subscription.open(self.socket_path, args, self.timeout, self.client_name)

@@ -37,6 +37,7 @@ from memoryd.daemon.health import Health, check_open_files
 from memoryd.daemon.metrics import Metrics, serve_http
 from memoryd.daemon.search_op import RESULTS_TTL_S, CacheKey, Ranked, SearchOp, ranked_size
 from memoryd.daemon.service import Service
+from memoryd.daemon.subscriptions import SubscriptionHub
 from memoryd.daemon.systemd import (
     ActivationError,
     Notifier,
@@ -82,6 +83,8 @@ class ConnectionRegistry:
         self.accepted_total = 0
         self.refused_total = 0
         self.metrics = Metrics(service.handlers)
+        # Ops whose handler also gets the connection and request id, to push to it later.
+        self.streams: dict[str, Callable[[dict[str, Any], Connection, Any], dict[str, Any]]] = {}
         self._allowed_uids = {os.getuid(), 0, *config.allowed_uids}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -290,28 +293,37 @@ class Daemon:
         derived = fresh_derived_state(config.data_dir)
         derived.indexes.append(SearchFrames(search_index))
         builder = Builder(event_log, derived, config.build_policy())
+        hub = SubscriptionHub(event_log)
+
+        def on_committed(seq: int) -> None:
+            builder.notify_committed(seq)
+            hub.notify_committed(seq)
+
         writer = CommitWriter(
             event_log,
             queue_events_max=config.commit_queue_events_max,
             batch_events_max=config.commit_batch_events_max,
             relaxed_sync_interval_ms=config.relaxed_sync_interval_ms if relaxed else None,
-            on_committed=builder.notify_committed,
+            on_committed=on_committed,
         )
         writer_task = asyncio.create_task(writer.run(), name="memoryd-writer")
         builder_task = asyncio.create_task(builder.run(), name="memoryd-builder")
+        hub_task = asyncio.create_task(hub.run(), name="memoryd-subscriptions")
         registry: ConnectionRegistry | None = None
 
         def stats_extra() -> dict[str, Any]:
             connections = registry.stats() if registry is not None else {}
             caches = {**search_index.query_cache.stats(), **results_cache.stats()}  # type: ignore[union-attr]
-            return {**connections, **builder.stats(), **caches}
+            return {**connections, **builder.stats(), **caches, **hub.stats()}
 
         service = Service(config, event_log, projection, writer, stats_extra)
         search_op = SearchOp(event_log, projection.table, builder, search_index, results_cache)
         builder.on_built = search_op.forget_stale
         service.handlers["search"] = search_op
         service.handlers["export"] = ExportOp(event_log)
+        service.handlers.update(dict.fromkeys(("subscribe", "unsubscribe"), needs_connection))
         registry = ConnectionRegistry(config, service)
+        registry.streams.update(subscribe=hub.subscribe, unsubscribe=hub.unsubscribe)
 
         def problem() -> str | None:
             if writer_task.done():
@@ -351,6 +363,7 @@ class Daemon:
             writer.stop()
             await writer_task
             writer.close()
+            await _stop_subscriptions(hub, hub_task)
             await _stop_builder(builder, builder_task)
             raise
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -378,6 +391,7 @@ class Daemon:
                 watchdog_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watchdog_task
+            await _stop_subscriptions(hub, hub_task)  # subscribers hear "end" first
             await self._shutdown(server, registry, writer, writer_task)
             if metrics_server is not None:
                 metrics_server.close()
@@ -513,6 +527,23 @@ def fresh_derived_state(data_dir: Path) -> DerivedState:
         shutil.rmtree(chunks_dir)
     chunks_dir.mkdir(mode=0o700)
     return DerivedState(chunks_dir)
+
+
+def needs_connection(args: dict[str, Any]) -> dict[str, Any]:
+    """Listed in ``Service.handlers`` for hello's ops and metrics; the connection calls
+    ``ConnectionRegistry.streams`` instead."""
+    raise MemorydError(errors.INTERNAL, "this op is served by the connection")
+
+
+async def _stop_subscriptions(hub: SubscriptionHub, task: asyncio.Task[None]) -> None:
+    hub.stop()
+    try:
+        async with asyncio.timeout(BUILDER_STOP_DEADLINE_S):
+            await task
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _stop_builder(builder: Builder, task: asyncio.Task[None]) -> None:
