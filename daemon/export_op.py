@@ -95,7 +95,7 @@ EVENT_CODECS: dict[int, EventCodec] = {
     int(RecordType.FRAME_DELETE): _frame_delete,
 }
 # Record types that are the log's own bookkeeping, never exported.
-INTERNAL_RECORD_TYPES: set[int] = set()
+INTERNAL_RECORD_TYPES: set[int] = {int(RecordType.COMPACTION)}
 
 
 def export_event(record: Record) -> dict[str, Any] | None:
