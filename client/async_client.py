@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -28,8 +28,9 @@ from .memory_models import (
     NamespaceCount,
     RenderedBlocks,
 )
-from .models import DeleteResult, Frame, Page, PutResult, SearchResult, ServerInfo
+from .models import DeleteResult, ExportPage, Frame, Page, PutResult, SearchResult, ServerInfo
 from .paths import default_socket_path
+from .subscription import AsyncSubscription, subscribe_args
 
 T = TypeVar("T")
 
@@ -669,3 +670,39 @@ class AsyncClient:
                 dry_run=dry_run,
             )
         )
+
+    # --- export (added after the core ops) ------------------------------------
+
+    async def export_page(
+        self, after_seq: int = 0, *, limit: int | None = None, decrypt: bool = False
+    ) -> ExportPage:
+        """One page of the log's events after ``after_seq`` (see ``export_events``).
+
+        Private frames come sealed unless ``decrypt`` (the vault must be unlocked).
+        """
+        return await self._execute(ops.export_page(after_seq, limit, decrypt))
+
+    async def export_events(
+        self, after_seq: int = 0, *, decrypt: bool = False
+    ) -> AsyncIterator[Mapping[str, Any]]:
+        """Every event of the log after ``after_seq``, in seq order, page by page."""
+        while True:
+            page = await self.export_page(after_seq, decrypt=decrypt)
+            for event in page.events:
+                yield event
+            if page.done or page.next_after_seq <= after_seq:
+                return
+            after_seq = page.next_after_seq
+
+    # --- live tail (added after the core ops) ---------------------------------
+
+    async def subscribe(
+        self,
+        *,
+        namespace: str | None = None,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> AsyncSubscription:
+        """Frames as they commit, on a connection of their own: ``async for`` over it."""
+        args = subscribe_args(namespace, kinds, tags)
+        return await AsyncSubscription.open(self.socket_path, args, self.timeout, self.client_name)

@@ -249,3 +249,28 @@ class ServerInfo:
             limits=limits,
             ops=_strings(o, "ops", w),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ExportPage:
+    """One page of ``export``: events (JSON objects, see PROTOCOL.md) after a seq.
+
+    Ask again with ``after_seq=next_after_seq`` until ``done``.
+    """
+
+    events: tuple[Mapping[str, Any], ...]
+    next_after_seq: int
+    last_seq: int
+    done: bool
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> ExportPage:
+        w = "export result"
+        o = _object(obj, w)
+        events = _field(o, "events", list, w)
+        return cls(
+            events=tuple(_object(event, "export event") for event in events),
+            next_after_seq=_field(o, "next_after_seq", int, w),
+            last_seq=_field(o, "last_seq", int, w),
+            done=_field(o, "done", bool, w),
+        )

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Final, Generic, TypeVar
 
 from . import errors, protocol
-from .models import DeleteResult, Frame, Page, PutResult, SearchResult, ServerInfo
+from .models import DeleteResult, ExportPage, Frame, Page, PutResult, SearchResult, ServerInfo
 
 T = TypeVar("T")
 
@@ -235,6 +235,17 @@ def stats() -> Call[dict[str, Any]]:
 def generic(op: str, args: Mapping[str, Any] | None) -> Call[dict[str, Any]]:
     """Any op by name, its result object returned as is; retried only if known idempotent."""
     return Call(op, dict(args or {}), _identity, idempotent=op in IDEMPOTENT_OPS)
+
+
+def export_page(
+    after_seq: int = 0, limit: int | None = None, decrypt: bool = False
+) -> Call[ExportPage]:
+    args: dict[str, Any] = {"after_seq": after_seq}
+    if limit is not None:
+        args["limit"] = limit
+    if decrypt:
+        args["decrypt"] = True
+    return Call("export", args, ExportPage.from_wire)
 
 
 # --- requests and responses ------------------------------------------------

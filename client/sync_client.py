@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -26,8 +26,9 @@ from .memory_models import (
     NamespaceCount,
     RenderedBlocks,
 )
-from .models import DeleteResult, Frame, Page, PutResult, SearchResult, ServerInfo
+from .models import DeleteResult, ExportPage, Frame, Page, PutResult, SearchResult, ServerInfo
 from .paths import default_socket_path
+from .subscription import Subscription, subscribe_args
 
 T = TypeVar("T")
 
@@ -558,3 +559,43 @@ class Client:
                 dry_run=dry_run,
             )
         )
+
+    # --- export (added after the core ops) ------------------------------------
+
+    def export_page(
+        self, after_seq: int = 0, *, limit: int | None = None, decrypt: bool = False
+    ) -> ExportPage:
+        """One page of the log's events after ``after_seq`` (see ``export_events``).
+
+        Private frames come sealed unless ``decrypt`` (the vault must be unlocked).
+        """
+        return self._execute(ops.export_page(after_seq, limit, decrypt))
+
+    def export_events(
+        self, after_seq: int = 0, *, decrypt: bool = False
+    ) -> Iterator[Mapping[str, Any]]:
+        """Every event of the log after ``after_seq``, in seq order, page by page.
+
+        Ends at the log's last record as of each page: events committed while
+        it runs are included up to the page that reaches the end.
+        """
+        while True:
+            page = self.export_page(after_seq, decrypt=decrypt)
+            yield from page.events
+            if page.done or page.next_after_seq <= after_seq:
+                return
+            after_seq = page.next_after_seq
+
+    # --- live tail (added after the core ops) ---------------------------------
+
+    def subscribe(
+        self,
+        *,
+        namespace: str | None = None,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> Subscription:
+        """Frames as they commit (after ``Subscription.after_seq``), on a connection of
+        their own; iterate it, and close it (or use ``with``) when done."""
+        args = subscribe_args(namespace, kinds, tags)
+        return Subscription.open(self.socket_path, args, self.timeout, self.client_name)

@@ -134,7 +134,10 @@ def _after(block: Block, op: str, content: str) -> BlockChange:
 class BlockOps:
     """The block handlers over one projection, log and commit writer."""
 
-    _SET = frozenset("namespace type content label description chars_limit read_only force".split())
+    # timestamp_ms: the change's time, for imports (default: now).
+    _SET = frozenset(
+        "namespace type content label description chars_limit read_only force timestamp_ms".split()
+    )
     _APPEND = frozenset(("namespace", "type", "text", "force"))
     _REPLACE = frozenset(("namespace", "type", "old", "new", "force"))
     _KEY = frozenset(("namespace", "type"))
@@ -244,6 +247,7 @@ class BlockOps:
             )
         read_only = _flag(args, "read_only")
         force = bool(_flag(args, "force"))
+        when = validation.optional_timestamp(args, "timestamp_ms")
 
         def compute(block: Block | None) -> BlockChange:
             _writable(key, block, force)
@@ -260,7 +264,7 @@ class BlockOps:
                 read_only if read_only is not None else (block.read_only if block else False),
             )
 
-        return self._write(key, compute)
+        return self._write(key, compute, when_ms=when)
 
     def block_append(self, args: dict[str, Any]) -> Result:
         _fields(args, self._APPEND)
@@ -311,9 +315,10 @@ class BlockOps:
         return self._write(key, compute, with_count)
 
     def block_delete(self, args: dict[str, Any]) -> Result:
-        _fields(args, self._KEY | {"force"})
+        _fields(args, self._KEY | {"force", "timestamp_ms"})
         key = _key(args)
         force = bool(_flag(args, "force"))
+        when = validation.optional_timestamp(args, "timestamp_ms")
 
         def compute(block: Block | None) -> BlockChange | None:
             if block is None:
@@ -321,7 +326,7 @@ class BlockOps:
             _writable(key, block, force)
             return BlockChange(key[0], key[1], "delete")
 
-        return self._write(key, compute)
+        return self._write(key, compute, when_ms=when)
 
     # -- one write at a time per block -----------------------------------------------
 
@@ -330,15 +335,17 @@ class BlockOps:
         key: BlockKey,
         compute: Compute,
         finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        when_ms: int | None = None,
     ) -> Result:
-        """Run ``compute`` on the block's committed state and commit its change.
+        """Run ``compute`` on the block's committed state and commit its change
+        (dated ``when_ms``, an import's time, else now).
 
         At once when no other write of this block is pending; else after the
         last one pending has finished, whatever its outcome.
         """
         queue = self._queues.get(key)
         if not queue:
-            result = self._commit(key, compute)
+            result = self._commit(key, compute, when_ms)
             if isinstance(result, dict):
                 return finish(result) if finish else result
             return self._track(key, result, finish)
@@ -357,7 +364,7 @@ class BlockOps:
             if out.cancelled():
                 return
             try:
-                result = self._commit(key, compute)
+                result = self._commit(key, compute, when_ms)
             except Exception as exc:  # answered as this request's error
                 out.set_exception(exc)
                 return
@@ -390,12 +397,12 @@ class BlockOps:
         future.add_done_callback(lambda source: _relay(source, answered, finish))
         return answered
 
-    def _commit(self, key: BlockKey, compute: Compute) -> Result:
+    def _commit(self, key: BlockKey, compute: Compute, when_ms: int | None = None) -> Result:
         block = self._projection.blocks.get(*key)
         change = compute(block)
         if change is None:
             return {"block": None, "seq": None, "changed": False}
-        stamp_ms = time.time_ns() // 1_000_000
+        stamp_ms = time.time_ns() // 1_000_000 if when_ms is None else when_ms
         event = (int(RecordType.BLOCK_UPDATE), stamp_ms, encode_block_update(change))
 
         def apply(appended: Sequence[AppendedRecord]) -> dict[str, Any]:

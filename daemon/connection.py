@@ -167,6 +167,9 @@ class Connection(asyncio.Protocol):
             raise MemorydError(errors.UNKNOWN_OP, f"unknown op {request.op[:64]!r}")
         if self._registry.stopping:
             raise MemorydError(errors.SHUTTING_DOWN, "memoryd is shutting down")
+        stream = self._registry.streams.get(request.op)
+        if stream is not None:  # an op that pushes to this connection later (subscribe)
+            return stream(request.args, self, request.id)
         return handler(request.args)
 
     def _hello(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -277,6 +280,27 @@ class Connection(asyncio.Protocol):
         self._reading_paused = True
         if self._in_flight == 0:
             self.close()
+
+    # -- server push (subscriptions) ------------------------------------------------
+
+    def push(self, message: bytes) -> None:
+        """Queue a push message; it leaves with the next flush (this loop turn)."""
+        self._send(message)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    @property
+    def unsent_bytes(self) -> int:
+        """Answers and pushes queued or buffered but not yet taken by the kernel."""
+        transport = self._transport
+        buffered = transport.get_write_buffer_size() if transport is not None else 0
+        return self._outbox_bytes + buffered
+
+    @property
+    def closed(self) -> bool:
+        transport = self._transport
+        return self._closing or transport is None or transport.is_closing()
 
     @property
     def idle(self) -> bool:

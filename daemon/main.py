@@ -13,9 +13,11 @@ from collections.abc import Sequence
 
 from memoryd.client.cli import add_client_commands, build_parser
 from memoryd.client.cli_memory import add_memory_commands
+from memoryd.client.cli_transfer import add_transfer_commands
 from memoryd.client.cli_vault import add_vault_commands
 from memoryd.daemon.cmd_backup import add_backup_commands
 from memoryd.daemon.cmd_check import add_check_command
+from memoryd.daemon.cmd_compact import add_compact_command
 from memoryd.daemon.cmd_config import add_config_command
 from memoryd.daemon.cmd_doctor import add_doctor_command
 from memoryd.daemon.cmd_repair import add_repair_command
@@ -38,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_backup_commands(subparsers)
     add_vault_commands(subparsers)
     add_memory_commands(subparsers)
+    add_transfer_commands(subparsers)
+    add_compact_command(subparsers)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

@@ -34,12 +34,14 @@ from memoryd.daemon.builder import Builder
 from memoryd.daemon.config import Config, ConfigError, parse_metrics_address
 from memoryd.daemon.connection import Connection
 from memoryd.daemon.context_op import ContextOps
+from memoryd.daemon.export_op import ExportOp
 from memoryd.daemon.forget_op import ForgetOp
 from memoryd.daemon.health import Health, check_open_files
 from memoryd.daemon.metrics import Metrics, serve_http
 from memoryd.daemon.namespaces_op import namespaces_handler
 from memoryd.daemon.search_op import RESULTS_TTL_S, CacheKey, Ranked, SearchOp, ranked_size
 from memoryd.daemon.service import Service
+from memoryd.daemon.subscriptions import SubscriptionHub
 from memoryd.daemon.systemd import (
     ActivationError,
     Notifier,
@@ -87,6 +89,8 @@ class ConnectionRegistry:
         self.accepted_total = 0
         self.refused_total = 0
         self.metrics = Metrics(service.handlers)
+        # Ops whose handler also gets the connection and request id, to push to it later.
+        self.streams: dict[str, Callable[[dict[str, Any], Connection, Any], dict[str, Any]]] = {}
         self._allowed_uids = {os.getuid(), 0, *config.allowed_uids}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -323,22 +327,29 @@ class Daemon:
         derived.indexes.append(SearchFrames(search_index))
         derived.private = vault
         builder = Builder(event_log, derived, config.build_policy())
+        hub = SubscriptionHub(event_log, readable=vault.readable)
+
+        def on_committed(seq: int) -> None:
+            builder.notify_committed(seq)
+            hub.notify_committed(seq)
+
         writer = CommitWriter(
             event_log,
             queue_events_max=config.commit_queue_events_max,
             batch_events_max=config.commit_batch_events_max,
             relaxed_sync_interval_ms=config.relaxed_sync_interval_ms if relaxed else None,
-            on_committed=builder.notify_committed,
+            on_committed=on_committed,
         )
         builder.writes_pending = lambda: writer.queued_events
         writer_task = asyncio.create_task(writer.run(), name="memoryd-writer")
         builder_task = asyncio.create_task(builder.run(), name="memoryd-builder")
+        hub_task = asyncio.create_task(hub.run(), name="memoryd-subscriptions")
         registry: ConnectionRegistry | None = None
 
         def stats_extra() -> dict[str, Any]:
             connections = registry.stats() if registry is not None else {}
             caches = {**search_index.query_cache.stats(), **results_cache.stats()}  # type: ignore[union-attr]
-            return {**connections, **builder.stats(), **caches}
+            return {**connections, **builder.stats(), **caches, **hub.stats()}
 
         service = Service(config, event_log, projection, writer, stats_extra, vault)
         service.handlers.update(VaultOps(vault, config.vault_kdf).handlers())
@@ -378,7 +389,12 @@ class Daemon:
         )
         service.handlers["namespaces"] = namespaces_handler(projection)
         service.handlers["forget"] = ForgetOp(event_log, projection, builder, writer, vault)
+        service.handlers["export"] = ExportOp(
+            event_log, private_export=vault.export_frame, can_decrypt=vault.require_unlocked
+        )
+        service.handlers.update(dict.fromkeys(("subscribe", "unsubscribe"), needs_connection))
         registry = ConnectionRegistry(config, service)
+        registry.streams.update(subscribe=hub.subscribe, unsubscribe=hub.unsubscribe)
 
         def problem() -> str | None:
             if writer_task.done():
@@ -418,6 +434,7 @@ class Daemon:
             writer.stop()
             await writer_task
             writer.close()
+            await _stop_subscriptions(hub, hub_task)
             await _stop_builder(builder, builder_task)
             raise
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -445,6 +462,7 @@ class Daemon:
                 watchdog_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watchdog_task
+            await _stop_subscriptions(hub, hub_task)  # subscribers hear "end" first
             await self._shutdown(server, registry, writer, writer_task)
             if metrics_server is not None:
                 metrics_server.close()
@@ -580,6 +598,23 @@ def fresh_derived_state(data_dir: Path) -> DerivedState:
         shutil.rmtree(chunks_dir)
     chunks_dir.mkdir(mode=0o700)
     return DerivedState(chunks_dir)
+
+
+def needs_connection(args: dict[str, Any]) -> dict[str, Any]:
+    """Listed in ``Service.handlers`` for hello's ops and metrics; the connection calls
+    ``ConnectionRegistry.streams`` instead."""
+    raise MemorydError(errors.INTERNAL, "this op is served by the connection")
+
+
+async def _stop_subscriptions(hub: SubscriptionHub, task: asyncio.Task[None]) -> None:
+    hub.stop()
+    try:
+        async with asyncio.timeout(BUILDER_STOP_DEADLINE_S):
+            await task
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _stop_builder(builder: Builder, task: asyncio.Task[None]) -> None:

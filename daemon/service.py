@@ -311,10 +311,7 @@ class Service:
         (locked, no vault, tampered or forgotten)."""
         if frame.sealed is None:
             return frame
-        try:
-            return self._reveal(frame)
-        except MemorydError:
-            return None
+        return None if self.vault is None else self.vault.readable(frame)
 
     def _reveal(self, frame: Frame) -> Frame:
         if self.vault is None:

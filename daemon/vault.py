@@ -28,6 +28,7 @@ thread, and is resumed after a restart (at unlock) until it finishes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import logging
@@ -275,6 +276,55 @@ class Vault:
             return encode_sealed_put(frame, envelope)
 
         return seal
+
+    def readable(self, frame: Frame) -> Frame | None:
+        """``frame`` as a client may see it: opened if sealed, None if it cannot be
+        (locked, tampered or forgotten)."""
+        if frame.sealed is None:
+            return frame
+        try:
+            return self.reveal(frame)
+        except MemorydError:
+            return None
+
+    def require_unlocked(self) -> None:
+        """MemorydError ``locked`` unless private frames can be opened now."""
+        if self._unlocked is None:
+            raise MemorydError(
+                errors.LOCKED,
+                f"the vault is {self.state}: private frames cannot be opened; "
+                "unlock it first (memoryd unlock), or export them sealed",
+            )
+
+    def export_frame(self, event: dict[str, Any], decrypt: bool) -> dict[str, Any]:
+        """A private frame's export event: sealed as stored, or opened when ``decrypt``.
+
+        A frame that cannot be opened (forgotten, tampered, locked meanwhile) stays
+        sealed, with ``error`` naming why; an export never fails for one frame.
+        """
+        sealed = event.get("sealed")
+        if not decrypt or not isinstance(sealed, str):
+            return event
+        frame = Frame(
+            event["id"],
+            event["seq"],
+            event["timestamp_ms"],
+            event["namespace"],
+            event["kind"],
+            "",
+            [],
+            event["importance"],
+            {},
+            True,
+            "",
+            event.get("expires_at_ms"),
+            base64.b64decode(sealed),
+        )
+        try:
+            opened = self.reveal(frame)
+        except MemorydError as exc:
+            return {**event, "error": exc.code}
+        return {"event": event["event"], **opened.to_dict()}
 
     def reveal(self, frame: Frame) -> Frame:
         """``frame`` opened if it is sealed (as is otherwise); MemorydError naming its id."""

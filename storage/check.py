@@ -178,6 +178,7 @@ class _Checker:
                 self.linked = False
                 continue
             self._check_record(segment, item.offset, item.record)
+        self.link.end_segment()
 
     def _check_record(self, segment: SegmentFile, offset: int, record: Record) -> None:
         report = self.report

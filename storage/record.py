@@ -63,6 +63,7 @@ class RecordType(enum.IntEnum):
     FRAME_DELETE = 2
     BLOCK_UPDATE = 3  # a change of a core memory block (events.BlockChange)
     KEY_ROTATION = 4  # reserved: key hierarchy changes
+    COMPACTION = 5  # a compacted segment's marker (marker.py): how its chain continues
 
 
 KNOWN_RECORD_TYPES = frozenset(int(t) for t in RecordType)

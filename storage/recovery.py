@@ -149,6 +149,7 @@ def _verify_segment(
             )
         link.advance(record)
         records += 1
+    link.end_segment()
     return records
 
 

@@ -233,6 +233,10 @@ class _Rewriter:
             if not kept:
                 first_seq = record.seq
             kept.append(self._relink(record))
+        if self.link.marker is not None:
+            # A compacted segment: the next one links to its marker's end_hash, as it was.
+            self.original_hash = self.link.marker.end_hash
+        self.link.end_segment()
         return first_seq, kept
 
     def _relink(self, record: Record) -> bytes:
@@ -246,7 +250,7 @@ class _Rewriter:
                 record.record_type, record.seq, record.timestamp_ms, self.link.hash, record.payload
             )
             report.records_rewritten += 1
-        self.link.seq = record.seq
+        self.link.advance(record)
         self.link.hash = hashlib.sha256(raw).digest()
         report.records_kept += 1
         return raw

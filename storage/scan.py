@@ -16,17 +16,22 @@ SHA-256 of the previous record's bytes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from memoryd.storage.marker import CompactionMarker, MarkerError
 from memoryd.storage.record import (
     GENESIS_HASH,
     RECORD_MAGIC,
     Record,
     RecordError,
+    RecordType,
     decode_record,
 )
+
+_COMPACTION = int(RecordType.COMPACTION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +83,25 @@ def next_valid_offset(buf: bytes, start: int) -> int:
 
 @dataclass(slots=True)
 class Link:
-    """What the next record must link to: the seq and hash of the last valid record."""
+    """What the next record must link to: the seq and hash of the last valid record.
+
+    A compacted segment (marker.py) ends differently: ``end_segment``, called
+    after each segment's last record, takes the seq and hash its marker names.
+    """
 
     seq: int = 0
     hash: bytes = GENESIS_HASH
+    marker: CompactionMarker | None = None  # of the segment being read
 
     def problem(self, record: Record) -> tuple[str, str] | None:
         """``(reason, detail)`` if ``record`` cannot follow the last record, else None."""
+        if record.record_type == _COMPACTION:
+            if self.marker is not None:
+                return "bad_marker", f"a second compaction marker at seq {record.seq}"
+            try:
+                CompactionMarker.decode(record.payload)
+            except MarkerError as exc:
+                return "bad_marker", str(exc)
         if record.seq <= self.seq:
             return "seq_not_increasing", f"seq {record.seq} after seq {self.seq}"
         if record.prev_hash != self.hash:
@@ -95,9 +112,23 @@ class Link:
         return None
 
     def gap(self, record: Record) -> int:
-        """How many seqs are missing between the last record and ``record``."""
+        """How many seqs are missing between the last record and ``record`` (none are
+        missing after a compaction marker: compaction dropped them)."""
+        if self.marker is not None:
+            return 0
         return max(0, record.seq - self.seq - 1)
 
     def advance(self, record: Record) -> None:
         self.seq = record.seq
         self.hash = hashlib.sha256(record.raw).digest()
+        if record.record_type == _COMPACTION and self.marker is None:
+            # A malformed one is reported by ``problem``; the segment then ends as usual.
+            with contextlib.suppress(MarkerError):
+                self.marker = CompactionMarker.decode(record.payload)
+
+    def end_segment(self) -> None:
+        """The segment ended: after a compacted one, continue where its marker says."""
+        marker, self.marker = self.marker, None
+        if marker is not None:
+            self.seq = max(self.seq, marker.last_seq)
+            self.hash = marker.end_hash

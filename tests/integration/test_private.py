@@ -23,6 +23,7 @@ from memoryd.crypto import (
 from memoryd.storage.events import frame_id
 
 from .daemon_process import DaemonProcess
+from .test_cli import memoryd
 from .vault_support import (
     PASSPHRASE,
     sealed_envelope_span,
@@ -233,6 +234,71 @@ def test_context_shows_private_memories_only_while_unlocked(vault_proc: DaemonPr
         assert "weather was mild" in locked.text
         assert "nine four two" not in locked.text
         assert secret.id not in {item.id for item in locked.included}
+
+
+def test_export_keeps_private_frames_sealed_unless_decrypt_which_imports_elsewhere(
+    tmp_path: Path, socket_dir: Path
+) -> None:
+    source = vault_daemon(tmp_path, socket_dir).start()
+    config = tmp_path / "target.toml"
+    config.write_text('vault_kdf = "test"\n')
+    target = DaemonProcess(tmp_path / "target", socket_dir / "t.sock", "--config", str(config))
+    target.start()
+    sealed_file, open_file = tmp_path / "sealed.jsonl", tmp_path / "open.jsonl"
+    try:
+        with Client(source.socket_path) as client:
+            client.unlock(passphrase=PASSPHRASE, create=True)
+            secret = client.put(
+                "the vault code is 2718",
+                private=True,
+                tags=["codes"],
+                timestamp_ms=1_700_000_000_000,
+            )
+            client.put("a public note")
+            assert memoryd("export", "-o", str(sealed_file), socket=source.socket_path).code == 0
+            run = memoryd("export", "--decrypt", "-o", str(open_file), socket=source.socket_path)
+            assert run.code == 0, run.err
+            client.lock()
+            refused = memoryd(
+                "export", "--decrypt", "-o", str(tmp_path / "x"), socket=source.socket_path
+            )
+            assert refused.code != 0 and "locked" in refused.err
+        assert b"2718" not in sealed_file.read_bytes()
+        assert b"2718" in open_file.read_bytes()
+
+        with Client(target.socket_path) as client:
+            client.unlock(passphrase="another passphrase", create=True)
+            run = memoryd("import", str(sealed_file), "--json", socket=target.socket_path)
+            assert run.code == 1
+            summary = orjson.loads(run.out)
+            assert summary["stored"] == 1  # the public note; the sealed frame is reported
+            assert "sealed private frame" in summary["errors"][0]["message"]
+            run = memoryd("import", str(open_file), "--json", socket=target.socket_path)
+            assert run.code == 0, run.err
+            assert (run.json()["stored"], run.json()["existing"]) == (1, 1)
+            mine = [f for f in client.recent(limit=10).frames if f.private]
+            assert [(f.content, f.tags, f.timestamp_ms) for f in mine] == [
+                ("the vault code is 2718", ("codes",), 1_700_000_000_000)
+            ]
+            assert mine[0].id != secret.id  # keyed by the target's own vault
+    finally:
+        source.ensure_stopped()
+        target.ensure_stopped()
+
+
+def test_subscribers_see_private_frames_opened_not_sealed(
+    vault_proc: DaemonProcess,
+) -> None:
+    with Client(vault_proc.socket_path) as client:
+        client.unlock(passphrase=PASSPHRASE, create=True)
+        with client.subscribe() as subscription:
+            client.put("whispered while unlocked", private=True)
+            seen = subscription.next(timeout=5)
+            assert seen is not None and seen.content == "whispered while unlocked"
+            client.lock()
+            client.put("a public marker")
+            marker = subscription.next(timeout=5)
+            assert marker is not None and marker.content == "a public marker"
 
 
 def test_a_key_file_unlocks_at_start_and_a_missing_one_stops_the_start(

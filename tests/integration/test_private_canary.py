@@ -18,16 +18,38 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
+
 from memoryd.client import Client
 from memoryd.storage.search.text import DEFAULT_TOKENIZER
+from tests.integration.test_cli import memoryd
 
 from .vault_support import PASSPHRASE, scan_bytes, scan_for, vault_daemon, wait_rotation_done
 
 CANARIES = 12
 SEED = 4
 
-# (client, directory to write into): add `memoryd export` here once it exists.
-EXPORT_STEPS: list[Callable[[Client, Path], None]] = []
+
+def _export_sealed(client: Client, directory: Path) -> None:
+    """``memoryd export`` as a user runs it (no --decrypt): private frames stay sealed."""
+    directory.mkdir(parents=True)
+    path = directory / "export.jsonl"
+    run = memoryd("export", "-o", str(path), socket=Path(client.socket_path))
+    assert run.code == 0, run.err
+    events = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    sealed = [e for e in events if e.get("private") is True and e["event"] == "frame_put"]
+    assert len(sealed) >= CANARIES and all(e.get("sealed") for e in sealed)
+
+
+def _export_pages_sealed(client: Client, directory: Path) -> None:
+    """The export op through the client library, written out whole."""
+    directory.mkdir(parents=True)
+    events = list(client.export_events())
+    (directory / "events.json").write_bytes(orjson.dumps(events))
+
+
+# (client, directory to write into): each export is scanned like the data directory.
+EXPORT_STEPS: list[Callable[[Client, Path], None]] = [_export_sealed, _export_pages_sealed]
 
 
 def _word(rng: random.Random) -> str:
