@@ -75,6 +75,15 @@ def never_dead(frame: Frame) -> bool:
     return False
 
 
+def expired_by(now_ms: int) -> FrameDead:
+    """Dead: frames whose time to live ended at or before ``now_ms``."""
+
+    def expired(frame: Frame) -> bool:
+        return frame.expires_at_ms is not None and frame.expires_at_ms <= now_ms
+
+    return expired
+
+
 @dataclass(slots=True)
 class CompactionReport:
     segments: int = 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from memoryd.storage import DataDirLock, DataDirLockedError, FileLog, check_log, repair_data_dir
-from memoryd.storage.compaction import COMPACTION_STEPS, compact_data_dir
+from memoryd.storage.compaction import COMPACTION_STEPS, compact_data_dir, expired_by
 from memoryd.storage.events import Frame, encode_frame_delete, encode_frame_put, frame_id
 from memoryd.storage.layout import repair_ready_dir, repair_tmp_dir
 from memoryd.storage.marker import CompactionMarker
@@ -196,3 +196,25 @@ def test_compaction_refuses_a_running_daemon_and_repair_keeps_the_chain(tmp_path
     repair_data_dir(data_dir)
     assert check_log(data_dir / "log").ok
     assert len(live(data_dir)) == len(before) - 1
+
+
+def test_expired_frames_are_dropped_and_unexpired_ones_kept(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    log, _ = FileLog.open(data_dir / "log", segment_bytes_max=SEGMENT_BYTES_MAX)
+    frames = [frame(n) for n in range(30)]
+    for n, f in enumerate(frames):
+        f.expires_at_ms = 10_000 if n % 3 == 0 else (20_000 if n % 3 == 1 else None)
+    log.append([(PUT, f.timestamp_ms, encode_frame_put(f)) for f in frames])
+    tail = frame(30)
+    log.append([(PUT, tail.timestamp_ms, encode_frame_put(tail))])
+    log.close()
+
+    report = compact_data_dir(data_dir, frame_dead=expired_by(15_000))
+    assert report.bytes_reclaimed > 0
+    kept = live(data_dir)
+    # Expired at 10 s: gone unless in the last (never rewritten) segment; the rest kept.
+    expired = {f.id for n, f in enumerate(frames) if n % 3 == 0}
+    unexpired = {f.id for n, f in enumerate(frames) if n % 3 != 0}
+    assert unexpired <= set(kept)
+    assert len(expired & set(kept)) < len(expired) // 2
+    assert check_log(data_dir / "log").ok
