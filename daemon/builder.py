@@ -58,6 +58,8 @@ class Builder:
         self._stopping = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memoryd-build")
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # Held while a step changes derived state: a checkpoint captures between steps.
+        self.step_lock = asyncio.Lock()
         self.steps = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -112,7 +114,8 @@ class Builder:
                 continue
             await self._gather(lag)
             try:
-                await self._step()
+                async with self.step_lock:
+                    await self._step()
             except Exception as exc:  # a bug or an I/O error must not end the builder
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"

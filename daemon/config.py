@@ -62,6 +62,10 @@ class Config:
     build_queue_bound: int = 20
     build_idle_ms: int = 10
     chunk_frames_max: int = 50
+    # Derived state is checkpointed this often (when the builder moved), and at a clean stop
+    # within checkpoint_shutdown_deadline_s, so that a start replays only the log's tail.
+    checkpoint_interval_s: float = 60.0
+    checkpoint_shutdown_deadline_s: float = 10.0
     # What embeds frames for semantic search: hashing (built in) or minilm (optional package).
     embedder: str = "hashing"
     # Memory bounds of the layered caches (see stats: cache_*).
@@ -94,8 +98,13 @@ class Config:
             raise ConfigError("segment_bytes_max must be at least 1 MiB")
         if self.commit_batch_events_max > self.commit_queue_events_max:
             raise ConfigError("commit_batch_events_max must not exceed commit_queue_events_max")
-        if self.shutdown_deadline_s <= 0:
-            raise ConfigError("shutdown_deadline_s must be positive")
+        for key in (
+            "shutdown_deadline_s",
+            "checkpoint_interval_s",
+            "checkpoint_shutdown_deadline_s",
+        ):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{key} must be positive")
         self.build_policy()
         if self.embedder not in EMBEDDERS:
             raise ConfigError(f"embedder must be one of {', '.join(EMBEDDERS)}: {self.embedder!r}")

@@ -18,7 +18,6 @@ import contextlib
 import errno
 import logging
 import os
-import shutil
 import signal
 import socket
 import stat
@@ -30,12 +29,14 @@ from typing import Any
 from memoryd.client import errors
 from memoryd.client.errors import MemorydError
 from memoryd.daemon.builder import Builder
+from memoryd.daemon.checkpointer import Checkpointer
 from memoryd.daemon.config import Config, ConfigError, parse_metrics_address
 from memoryd.daemon.connection import Connection
 from memoryd.daemon.health import Health, check_open_files
 from memoryd.daemon.metrics import Metrics, serve_http
 from memoryd.daemon.search_op import RESULTS_TTL_S, CacheKey, Ranked, SearchOp, ranked_size
 from memoryd.daemon.service import Service
+from memoryd.daemon.startup_state import StartState, start_state
 from memoryd.daemon.systemd import (
     ActivationError,
     Notifier,
@@ -48,9 +49,8 @@ from memoryd.daemon.systemd import (
 from memoryd.daemon.writer import CommitWriter
 from memoryd.storage import DataDirLock, Durability, FileLog
 from memoryd.storage.caches import MeteredCache
-from memoryd.storage.derived import DerivedState, SearchFrames
 from memoryd.storage.projection import Projection
-from memoryd.storage.search import Embedder, HashingEmbedder, MiniLMEmbedder, SearchIndex
+from memoryd.storage.search import Embedder, HashingEmbedder, MiniLMEmbedder
 
 log = logging.getLogger("memoryd.server")
 
@@ -252,31 +252,41 @@ class Daemon:
             for notice in report.notices:
                 log.info("recovery: %s", notice)
             notifier.status(f"recovering: replaying the log up to seq {event_log.last_seq}")
+            embedder = make_embedder(config.embedder)
+
+            def use(chosen: Projection) -> None:
+                nonlocal projection
+                projection = chosen
+
             async with progress_reports(
                 notifier, PROGRESS_INTERVAL_S, recovery_status, PROGRESS_EXTEND_S
             ):
-                await asyncio.to_thread(projection.replay, event_log.read_from(1))
+                state = await asyncio.to_thread(
+                    start_state, config.data_dir, event_log, embedder, projection, None, use
+                )
+            projection = state.projection
             for bad in projection.unreadable:
                 log.error(
                     "record %d is not a valid event (%s); kept in the log", bad.seq, bad.reason
                 )
             log.info(
                 "replayed %d records (%d live frames) in %.2fs",
-                projection.records_applied,
+                state.replayed_records,
                 len(projection.table),
                 time.monotonic() - started,
             )
-            return await self._serve(event_log, projection, on_ready)
+            return await self._serve(event_log, state, on_ready)
         finally:
             event_log.close()
 
     async def _serve(
-        self, event_log: FileLog, projection: Projection, on_ready: Callable[[], None] | None
+        self, event_log: FileLog, state: StartState, on_ready: Callable[[], None] | None
     ) -> int:
         config = self.config
         loop = asyncio.get_running_loop()
         relaxed = config.durability == Durability.RELAXED
-        search_index = SearchIndex(make_embedder(config.embedder))
+        projection = state.projection
+        search_index = state.index
         search_index.query_cache = MeteredCache(
             "query_embeddings", config.cache_query_embeddings_bytes_max, _vector_bytes
         )
@@ -286,9 +296,17 @@ class Daemon:
             ranked_size,
             ttl_s=RESULTS_TTL_S,
         )
-        derived = fresh_derived_state(config.data_dir)
-        derived.indexes.append(SearchFrames(search_index))
+        derived = state.derived
         builder = Builder(event_log, derived, config.build_policy())
+        checkpointer = Checkpointer(
+            config.data_dir,
+            event_log,
+            builder,
+            search_index,
+            interval_s=config.checkpoint_interval_s,
+            deadline_s=config.checkpoint_shutdown_deadline_s,
+            last=state.checkpoint,
+        )
         writer = CommitWriter(
             event_log,
             queue_events_max=config.commit_queue_events_max,
@@ -298,12 +316,18 @@ class Daemon:
         )
         writer_task = asyncio.create_task(writer.run(), name="memoryd-writer")
         builder_task = asyncio.create_task(builder.run(), name="memoryd-builder")
+        checkpoint_task = asyncio.create_task(checkpointer.run(), name="memoryd-checkpoint")
         registry: ConnectionRegistry | None = None
 
         def stats_extra() -> dict[str, Any]:
             connections = registry.stats() if registry is not None else {}
             caches = {**search_index.query_cache.stats(), **results_cache.stats()}  # type: ignore[union-attr]
-            return {**connections, **builder.stats(), **caches}
+            start = {
+                "start_s": round(state.duration_s, 3),
+                "start_replayed_records": state.replayed_records,
+                "start_checkpoint_problem": state.checkpoint_problem,
+            }
+            return {**connections, **builder.stats(), **caches, **checkpointer.stats(), **start}
 
         service = Service(config, event_log, projection, writer, stats_extra)
         search_op = SearchOp(event_log, projection.table, builder, search_index, results_cache)
@@ -332,6 +356,7 @@ class Daemon:
                 socket_activated=self._passed.service is not None,
                 stopping=lambda: registry.stopping,
                 builder_problem=problem,
+                last_checkpoint=checkpointer.last_checkpoint,
             )
             service.handlers.update(health.handlers())
             registry.metrics.add_ops(service.handlers)
@@ -349,6 +374,7 @@ class Daemon:
             writer.stop()
             await writer_task
             writer.close()
+            await _stop_checkpointer(checkpoint_task)
             await _stop_builder(builder, builder_task)
             raise
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -380,7 +406,10 @@ class Daemon:
             if metrics_server is not None:
                 metrics_server.close()
                 await metrics_server.wait_closed()
+            await _stop_checkpointer(checkpoint_task)
             await _stop_builder(builder, builder_task)
+            self.notifier.status("stopping: writing a checkpoint")
+            await checkpointer.final()
             self.notifier.status("stopped: log synced and closed")
         return 0
 
@@ -504,13 +533,10 @@ def make_embedder(name: str) -> Embedder:
     return HashingEmbedder()
 
 
-def fresh_derived_state(data_dir: Path) -> DerivedState:
-    """Derived state rebuilt from the log: stale chunks from an earlier run are removed."""
-    chunks_dir = data_dir / "chunks"
-    if chunks_dir.exists():
-        shutil.rmtree(chunks_dir)
-    chunks_dir.mkdir(mode=0o700)
-    return DerivedState(chunks_dir)
+async def _stop_checkpointer(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _stop_builder(builder: Builder, task: asyncio.Task[None]) -> None:

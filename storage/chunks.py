@@ -141,6 +141,7 @@ def read_chunk(path: Path) -> list[Frame]:
             metadata=obj["metadata"],
             private=obj["private"],
             source=obj["source"],
+            significance=obj.get("significance"),
         )
         for obj in orjson.loads(body)
     ]

@@ -3,7 +3,10 @@
 ``DerivedState.build`` folds a run of log entries, in log order, into:
 - immutable chunk files of the frames put (storage/chunks.py);
 - the catalog (doc numbers, filterable attributes, liveness);
-- the search indexes (keyword and vector), when attached.
+- the search indexes (keyword and vector), when attached;
+- per frame, its six significance scores (the caller's, else the heuristic's),
+  its fact kind and its SimHash, and a bounded near-duplicate index over the
+  most recent frames' SimHashes.
 
 It never reads anything but the entries it is given, so running it over the
 whole log from sequence 1 (``memoryd rebuild``) reproduces it exactly.  A
@@ -26,8 +29,11 @@ from memoryd.storage.events import EventError, Frame, decode_frame_delete, decod
 from memoryd.storage.log import LogEntry, RecordLocation
 from memoryd.storage.record import RecordType
 from memoryd.storage.search import SearchIndex
+from memoryd.storage.search.significance import FACT_KINDS, analyze, effective_significance
+from memoryd.storage.search.simhash import NearDuplicateIndex, simhash_batch
 
 UNBUILDABLE_KEPT_MAX = 100  # how many unbuildable records are remembered for stats
+NEAR_DUPLICATE_DOCS_MAX = 100_000  # near twins are looked for among this many recent frames
 
 
 class FrameIndex(Protocol):
@@ -79,6 +85,7 @@ class PreparedEvent:
     frame: Frame | None = None
     delete_id: str | None = None
     error: str | None = None
+    location: RecordLocation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,8 @@ class Prepared:
     events: list[PreparedEvent]
     frames: list[Frame]  # every put of the run, in order
     per_index: list[object]  # each index's ``prepare`` of ``frames``
+    # Aligned with ``frames``: scores, fact kind code, SimHash.
+    annotations: list[tuple[tuple[float, ...], int, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +116,7 @@ class BuildStep:
 class Unbuildable:
     seq: int
     reason: str
+    location: RecordLocation | None = None
 
 
 @dataclass(slots=True)
@@ -125,6 +135,11 @@ class DerivedState:
     frames_built: int = 0
     unbuildable_total: int = 0
     unbuildable: list[Unbuildable] = field(default_factory=list)
+    near: NearDuplicateIndex = field(
+        default_factory=lambda: NearDuplicateIndex(NEAR_DUPLICATE_DOCS_MAX)
+    )
+    # Chunk files written since the last checkpoint: it fsyncs them before it refers to them.
+    unsynced_chunks: list[Path] = field(default_factory=list)
 
     def build(self, entries: Sequence[LogEntry]) -> BuildStep:
         """Fold ``entries`` (consecutive, in log order) and store their chunk."""
@@ -149,10 +164,10 @@ class DerivedState:
                     target = decode_frame_delete(record.payload)
                     events.append(PreparedEvent(record.seq, delete_id=target))
             except EventError as exc:
-                events.append(PreparedEvent(record.seq, error=str(exc)))
+                events.append(PreparedEvent(record.seq, error=str(exc), location=entry.location))
         frames = [event.frame for event in events if event.frame is not None]
         per_index = [index.prepare(frames) for index in self.indexes] if frames else []
-        return Prepared(entries, events, frames, per_index)
+        return Prepared(entries, events, frames, per_index, annotate(frames))
 
     def apply(self, prepared: Prepared) -> BuildStep:
         """Fold a prepared run into the catalog and the indexes (in memory only).
@@ -165,20 +180,25 @@ class DerivedState:
         positions: list[int] = []  # of each added frame within prepared.frames
         removed: list[int] = []
         put_position = -1
+        locations = {entry.record.seq: entry.location for entry in prepared.entries}
         for event in prepared.events:
             if event.frame is not None:
                 put_position += 1
                 if event.frame.id in self.catalog.doc_of:
                     continue  # a duplicate put that the writer let through: already built
-                docs.append(self._catalog_add(event.frame))
+                doc = self._catalog_add(
+                    event.frame, locations[event.seq], prepared.annotations[put_position]
+                )
+                docs.append(doc)
                 added.append(event.frame)
                 positions.append(put_position)
             elif event.delete_id is not None:
-                doc = self.catalog.remove(event.delete_id)
-                if doc is not None:
-                    removed.append(doc)
+                gone = self.catalog.remove(event.delete_id)
+                if gone is not None:
+                    removed.append(gone)
+                    self.near.remove(gone)
             elif event.error is not None:
-                self._note_unbuildable(event.seq, event.error)
+                self._note_unbuildable(event.seq, event.error, event.location)
         if added:
             for index, work in zip(self.indexes, prepared.per_index, strict=True):
                 index.add_frames(docs, added, _select(work, positions, len(prepared.frames)))
@@ -192,9 +212,15 @@ class DerivedState:
             self.resume_at = last.location
         return BuildStep(added, bool(removed))
 
-    def _catalog_add(self, frame: Frame) -> int:
+    def _catalog_add(
+        self,
+        frame: Frame,
+        location: RecordLocation,
+        annotation: tuple[tuple[float, ...], int, int],
+    ) -> int:
         self.frames_built += 1
-        return self.catalog.add(
+        scores, fact_kind, simhash = annotation
+        doc = self.catalog.add(
             frame.id,
             frame.seq,
             frame.timestamp_ms,
@@ -202,22 +228,47 @@ class DerivedState:
             frame.namespace,
             frame.kind,
             frame.tags,
+            location=(location.segment, location.offset, location.length),
+            private=frame.private,
+            fact_kind=fact_kind,
+            significance=scores,
+            simhash=simhash,
         )
+        if simhash:
+            self.near.add(doc, simhash)
+        return doc
+
+    def near_duplicate_of(self, simhash: int, namespace: str) -> str | None:
+        """The id of a live built frame of ``namespace`` whose SimHash is near ``simhash``."""
+        if not simhash:
+            return None
+        catalog = self.catalog
+        code = catalog.namespaces.get(namespace)
+        if code is None:
+            return None
+        namespace_codes = catalog.namespace_code.view()
+        alive = catalog.alive.view()
+        found = self.near.nearest(
+            simhash, accept=lambda doc: bool(alive[doc]) and int(namespace_codes[doc]) == code
+        )
+        return None if found is None else catalog.ids[found[0]]
 
     def store_chunk(self, frames: Sequence[Frame]) -> None:
         """Write the immutable chunk of frames one ``apply`` added (nothing if none)."""
         if frames:
-            self._count_chunk(write_chunk(self.chunks_dir, frames))
+            info = write_chunk(self.chunks_dir, frames)
+            self.unsynced_chunks.append(info.path)
+            self._count_chunk(info)
 
     def _count_chunk(self, info: ChunkInfo) -> None:
         self.chunks_written += 1
         self.chunk_bytes_stored += info.stored_bytes
         self.chunk_bytes_raw += info.raw_bytes
 
-    def _note_unbuildable(self, seq: int, reason: str) -> None:
+    def _note_unbuildable(self, seq: int, reason: str, location: RecordLocation | None) -> None:
         self.unbuildable_total += 1
         if len(self.unbuildable) < UNBUILDABLE_KEPT_MAX:
-            self.unbuildable.append(Unbuildable(seq, reason))
+            self.unbuildable.append(Unbuildable(seq, reason, location))
 
     def stats(self) -> dict[str, int | float]:
         frames = max(self.frames_built, 1)
@@ -230,7 +281,28 @@ class DerivedState:
             "chunk_raw_bytes_per_frame": round(self.chunk_bytes_raw / frames, 1),
             "catalog_bytes": self.catalog.memory_bytes(),
             "unbuildable_records": self.unbuildable_total,
+            "near_duplicate_docs": len(self.near),
+            "near_duplicate_bytes": self.near.memory_bytes(),
         }
+
+
+def annotate(frames: Sequence[Frame]) -> list[tuple[tuple[float, ...], int, int]]:
+    """Per frame: its six significance scores, its fact kind's code and its SimHash.
+
+    Deterministic (a rebuild gives the same), and pure: runs on the builder thread.
+    """
+    hashes = simhash_batch([frame.content for frame in frames]).tolist() if frames else []
+    out = []
+    for frame, simhash in zip(frames, hashes, strict=True):
+        analysis = analyze(frame.content)
+        given = frame.significance
+        scores = (
+            analysis.significance.as_tuple()
+            if given is None
+            else effective_significance(frame.content, given)
+        )
+        out.append((scores, FACT_KINDS.index(analysis.fact_kind), int(simhash)))
+    return out
 
 
 def _select(work: object, positions: list[int], total: int) -> object:

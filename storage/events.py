@@ -7,7 +7,11 @@ the sequence number and the timestamp, so events do not repeat them.
 ``FRAME_PUT`` payload::
 
     {"id": str, "ns": str, "kind": str, "content": str, "tags": [str],
-     "imp": float, "meta": object, "priv": bool, "src": str}
+     "imp": float, "meta": object, "priv": bool, "src": str, "sig"?: {str: float}}
+
+``sig`` (present only when the caller gave it) holds significance scores by
+dimension name (storage/search/significance.py), each within 0-1; the builder
+computes the dimensions not given.
 
 ``FRAME_DELETE`` payload::
 
@@ -62,10 +66,12 @@ class Frame:
     metadata: dict[str, Any] = field(default_factory=dict)
     private: bool = False
     source: str = ""
+    # Significance scores the caller gave, by dimension (None: computed when built).
+    significance: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The frame's public representation (the wire protocol's frame object)."""
-        return {
+        out = {
             "id": self.id,
             "seq": self.seq,
             "timestamp_ms": self.timestamp_ms,
@@ -78,23 +84,30 @@ class Frame:
             "private": self.private,
             "source": self.source,
         }
+        if self.significance is not None:
+            out["significance"] = self.significance
+        return out
 
 
 def encode_frame_put(frame: Frame) -> bytes:
     """Payload of a FRAME_PUT record for ``frame`` (seq and time live in the header)."""
-    return orjson.dumps(
-        {
-            "id": frame.id,
-            "ns": frame.namespace,
-            "kind": frame.kind,
-            "content": frame.content,
-            "tags": frame.tags,
-            "imp": frame.importance,
-            "meta": frame.metadata,
-            "priv": frame.private,
-            "src": frame.source,
-        }
-    )
+    if frame.significance is not None:
+        return orjson.dumps({**_put_object(frame), "sig": frame.significance})
+    return orjson.dumps(_put_object(frame))
+
+
+def _put_object(frame: Frame) -> dict[str, Any]:
+    return {
+        "id": frame.id,
+        "ns": frame.namespace,
+        "kind": frame.kind,
+        "content": frame.content,
+        "tags": frame.tags,
+        "imp": frame.importance,
+        "meta": frame.metadata,
+        "priv": frame.private,
+        "src": frame.source,
+    }
 
 
 def encode_frame_delete(target_id: str) -> bytes:
@@ -128,12 +141,25 @@ def decode_frame_put(payload: bytes, seq: int, timestamp_ms: int) -> Frame:
             metadata=obj.get("meta", {}),
             private=bool(obj.get("priv", False)),
             source=obj.get("src", ""),
+            significance=obj.get("sig"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise EventError(f"frame put payload is missing or mistypes {exc}") from None
     if not (isinstance(frame.id, str) and isinstance(frame.content, str)):
         raise EventError("frame put payload has a non-string id or content")
+    if frame.significance is not None and not _valid_scores(frame.significance):
+        raise EventError("frame put payload has malformed significance scores")
     return frame
+
+
+def _valid_scores(scores: object) -> bool:
+    return isinstance(scores, dict) and all(
+        isinstance(name, str)
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0.0 <= value <= 1.0
+        for name, value in scores.items()
+    )
 
 
 def decode_frame_delete(payload: bytes) -> str:

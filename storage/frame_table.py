@@ -81,6 +81,42 @@ class FrameTable:
         self._key_to_id: dict[int, str] = {}
         self.frames_deleted = 0
 
+    @classmethod
+    def from_columns(
+        cls,
+        ids: list[str],
+        seqs: list[int],
+        timestamps_ms: list[int],
+        namespaces: list[str],
+        kinds: list[str],
+        segments: list[int],
+        offsets: list[int],
+        lengths: list[int],
+        frames_deleted: int,
+    ) -> FrameTable:
+        """A table holding exactly these live frames (each list aligned, ids distinct).
+
+        What a checkpoint restores: the same state ``apply_put`` of each frame in
+        seq order would give, built in bulk (sorted lists are made whole).
+        """
+        table = cls()
+        keys = [t * SEQ_SPACE + s for t, s in zip(timestamps_ms, seqs, strict=True)]
+        slots = list(map(FrameSlot, seqs, segments, offsets, lengths, keys, namespaces, kinds))
+        table._by_id = dict(zip(ids, slots, strict=True))
+        table._key_to_id = dict(zip(keys, ids, strict=True))
+        table._all = SortedList(keys)
+        by_namespace: dict[str, list[int]] = {}
+        by_namespace_kind: dict[tuple[str, str], list[int]] = {}
+        for key, namespace, kind in zip(keys, namespaces, kinds, strict=True):
+            by_namespace.setdefault(namespace, []).append(key)
+            by_namespace_kind.setdefault((namespace, kind), []).append(key)
+        table._by_namespace = {ns: SortedList(k) for ns, k in by_namespace.items()}
+        table._by_namespace_kind = {nk: SortedList(k) for nk, k in by_namespace_kind.items()}
+        table.frames_deleted = frames_deleted
+        if len(table._by_id) != len(ids):
+            raise ValueError("frame ids are not distinct")
+        return table
+
     # -- folding committed events -------------------------------------------------
 
     def apply_put(
