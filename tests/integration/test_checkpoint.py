@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -178,3 +182,52 @@ def test_a_checkpoint_of_another_log_is_not_trusted(tmp_path: Path, socket_dir: 
             assert answers(c, stats["last_seq"]) == before
     finally:
         assert third.terminate() == 0
+
+
+def rebuild(data_dir: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMORYD_")}
+    command = [sys.executable, "-m", "memoryd.daemon", "rebuild", "--data-dir", str(data_dir)]
+    return subprocess.run(
+        [*command, *options], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+
+
+def test_rebuild_from_the_log_alone_answers_every_query_identically(
+    tmp_path: Path, socket_dir: Path
+) -> None:
+    first = start(tmp_path, socket_dir, interval_s=3600)
+    try:
+        with Client(first.socket_path) as c:
+            put = c.put_batch(frames(0, 120))
+            seq = c.delete(
+                c.search("sister wedding", k=1, min_seq=put[-1].seq).hits[0].frame.id
+            ).seq
+            assert seq is not None
+            before = answers(c, seq)
+    finally:
+        assert first.terminate() == 0
+    done = rebuild(tmp_path / "data", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["removed_checkpoint"] is True
+    assert report["records"] == seq and report["frames_built"] == 120
+    assert report["docs_live"] == 119 and report["checkpoint"]["seq"] == seq
+    second = start(tmp_path, socket_dir, interval_s=3600)
+    try:
+        with Client(second.socket_path) as c:
+            stats = c.stats()
+            assert stats["start_replayed_records"] == 0
+            assert stats["checkpoint_seq"] == seq
+            assert answers(c, seq) == before
+    finally:
+        assert second.terminate() == 0
+
+
+def test_rebuild_refuses_while_the_daemon_runs(tmp_path: Path, socket_dir: Path) -> None:
+    daemon = start(tmp_path, socket_dir)
+    try:
+        done = rebuild(tmp_path / "data")
+        assert done.returncode == 1
+        assert "stop it before rebuilding" in done.stderr
+    finally:
+        assert daemon.terminate() == 0
