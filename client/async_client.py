@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from . import errors, ops, protocol
-from .models import DeleteResult, Frame, Page, PutResult, SearchResult, ServerInfo
+from .models import DeleteResult, Frame, Page, PutResult, RankedPage, SearchResult, ServerInfo
 from .paths import default_socket_path
 
 T = TypeVar("T")
@@ -200,6 +200,7 @@ class AsyncClient:
         private: bool = False,
         source: str = "",
         timestamp_ms: int | None = None,
+        significance: Mapping[str, float] | None = None,
     ) -> PutResult:
         """Store one memory durably; the same (namespace, kind, content) again is a no-op."""
         return await self._execute(
@@ -213,6 +214,7 @@ class AsyncClient:
                 private=private,
                 source=source,
                 timestamp_ms=timestamp_ms,
+                significance=significance,
             )
         )
 
@@ -274,6 +276,9 @@ class AsyncClient:
         explain: bool = False,
         min_seq: int | None = None,
         now_ms: int | None = None,
+        min_significance: Mapping[str, float] | None = None,
+        fact_kinds: Sequence[str] | None = None,
+        significance_weights: Mapping[str, float] | None = None,
     ) -> SearchResult:
         """Memories ranked for ``query`` (modes: hybrid, keyword, semantic, classic).
 
@@ -293,6 +298,9 @@ class AsyncClient:
                 explain=explain,
                 min_seq=min_seq,
                 now_ms=now_ms,
+                min_significance=min_significance,
+                fact_kinds=fact_kinds,
+                significance_weights=significance_weights,
             )
         )
 
@@ -496,3 +504,39 @@ class AsyncClient:
                     future.cancel()
                 elif not future.cancelled():
                     future.exception()  # retrieved: no "never retrieved" log
+
+    async def important(
+        self,
+        *,
+        keywords: str | None = None,
+        namespace: str | None = None,
+        kinds: Sequence[str] | None = None,
+        by: str = "importance",
+        limit: int = 20,
+        cursor: str | None = None,
+        min_seq: int | None = None,
+    ) -> RankedPage:
+        """Most important first (``by``: importance or a significance dimension), optionally
+        only frames holding every word of ``keywords``; page on with ``next_cursor``."""
+        return await self._execute(
+            ops.important(
+                keywords=keywords,
+                namespace=namespace,
+                kinds=kinds,
+                by=by,
+                limit=limit,
+                cursor=cursor,
+                min_seq=min_seq,
+            )
+        )
+
+    async def related(
+        self,
+        frame_id: str,
+        *,
+        k: int = 10,
+        namespace: str | None = None,
+        min_seq: int | None = None,
+    ) -> RankedPage:
+        """The memories most similar to frame ``frame_id`` (itself excluded), best first."""
+        return await self._execute(ops.related(frame_id, k=k, namespace=namespace, min_seq=min_seq))

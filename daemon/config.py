@@ -71,6 +71,8 @@ class Config:
     # Memory bounds of the layered caches (see stats: cache_*).
     cache_query_embeddings_bytes_max: int = 16 * 1024 * 1024
     cache_search_results_bytes_max: int = 8 * 1024 * 1024
+    cache_recent_frames_bytes_max: int = 32 * 1024 * 1024
+    cache_related_bytes_max: int = 4 * 1024 * 1024
     log_level: str = "info"
     # "HOST:PORT" on a loopback address: serve Prometheus metrics there (None: off).
     metrics_address: str | None = None
@@ -89,6 +91,8 @@ class Config:
             "outbound_bytes_max",
             "cache_query_embeddings_bytes_max",
             "cache_search_results_bytes_max",
+            "cache_recent_frames_bytes_max",
+            "cache_related_bytes_max",
         )
         for key in positive_ints:
             value = getattr(self, key)

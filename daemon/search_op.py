@@ -10,15 +10,19 @@ Arguments (all but ``query`` optional)::
     tags: [str]           only frames carrying every one of these tags
     since_ms, until_ms    frame time, since inclusive, until exclusive
     min_importance: num   0..1
+    min_significance: {dimension: num}   only frames scoring at least this on each
+    fact_kinds: [str]     only frames of these fact kinds (procedural, declarative, episodic)
+    significance_weights: {dimension: num}   rank by score x (1 + sum weight x scores),
+                          each weight 0..significance_weight_max; explain shows the factor
     explain: bool         each part of each score
     min_seq: int          read-your-writes: first wait until the builder has built
                           everything up to this sequence number (a put's ``seq``)
     wait_ms: int          how long min_seq may wait, default 2000, at most 10000
     now_ms: int           the "now" that recency is measured from (default: now)
 
-Result: ``{"hits": [{"frame": Frame, "score": float, "explain": {...}?}],
-"mode": str, "built_seq": int}``.  A frame deleted after it was built is
-never returned, whatever the builder has caught up with.
+Result: ``{"hits": [{"frame": Frame, "score": float, "significance": {...},
+"fact_kind": str, "explain": {...}?}], "mode": str, "built_seq": int}``.  A
+frame deleted after it was built is never returned, whatever the builder has caught up with.
 """
 
 from __future__ import annotations
@@ -27,22 +31,26 @@ import asyncio
 import time
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from memoryd.client import errors, protocol
 from memoryd.client.errors import MemorydError
 from memoryd.daemon import validation
 from memoryd.daemon.builder import Builder
+from memoryd.daemon.frame_cache import FrameCache
 from memoryd.storage import EventLog
 from memoryd.storage.caches import MeteredCache
-from memoryd.storage.catalog import Filters
+from memoryd.storage.catalog import Catalog, Filters
 from memoryd.storage.derived import BuildStep
-from memoryd.storage.frame_table import FrameTable
-from memoryd.storage.projection import frame_at
+from memoryd.storage.frame_table import FrameSlot, FrameTable
 from memoryd.storage.search import MODES, SearchIndex
+from memoryd.storage.search.significance import FACT_KINDS, SIGNIFICANCE_DIMENSIONS
 
-# (query, k, mode, filters, explain, now_ms): everything a ranking depends on
-# besides the index.  With now_ms absent, the cache's short TTL bounds how
-# stale "now" may be (recency half-lives are days).
-CacheKey = tuple[str, int, str, Filters, bool, int | None]
+# (query, k, mode, filters, explain, now_ms, significance weights): everything a
+# ranking depends on besides the index.  With now_ms absent, the cache's short
+# TTL bounds how stale "now" may be (recency half-lives are days).
+CacheKey = tuple[str, int, str, Filters, bool, int | None, tuple[tuple[str, float], ...]]
 Ranked = list[tuple[int, float, dict[str, Any] | None]]
 RESULTS_TTL_S = 2.0
 QUERY_BYTES_MAX = 16 * 1024
@@ -50,6 +58,8 @@ SEARCH_K_MAX = 1000
 KINDS_MAX = 32
 WAIT_MS_DEFAULT = 2000
 WAIT_MS_MAX = 10_000
+SIGNIFICANCE_WEIGHT_MAX = 10.0
+FRAMES_BYTES_MAX_DEFAULT = 1 << 20  # a search op made without a shared frame cache
 
 _FIELDS = frozenset(
     (
@@ -66,6 +76,9 @@ _FIELDS = frozenset(
         "min_seq",
         "wait_ms",
         "now_ms",
+        "min_significance",
+        "fact_kinds",
+        "significance_weights",
     )
 )
 
@@ -104,7 +117,66 @@ def _filters(args: dict[str, Any]) -> Filters:
         since_ms=since,
         until_ms=until,
         min_importance=None if min_importance is None else float(min_importance),
+        min_significance=_pairs(validation.significance_scores(args, "min_significance")),
+        fact_kinds=_fact_kinds(args),
     )
+
+
+def _pairs(scores: dict[str, float] | None) -> tuple[tuple[str, float], ...] | None:
+    return None if scores is None else tuple(sorted(scores.items()))
+
+
+def _fact_kinds(args: dict[str, Any]) -> tuple[str, ...] | None:
+    kinds = _string_list(args, "fact_kinds", len(FACT_KINDS), "fact_kinds_max")
+    if kinds is not None and not set(kinds) <= set(FACT_KINDS):
+        raise validation.bad_request(f"fact_kinds must be among {', '.join(FACT_KINDS)}")
+    return kinds
+
+
+def significance_weights(args: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+    """Validated ``significance_weights``: (dimension, weight) pairs, sorted; () if none."""
+    value = args.get("significance_weights")
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise validation.bad_request(
+            "significance_weights must be an object of dimension -> weight"
+        )
+    out = []
+    for name, weight in value.items():
+        if name not in SIGNIFICANCE_DIMENSIONS:
+            raise validation.bad_request(
+                f"significance_weights: unknown dimension {str(name)[:64]!r}; dimensions: "
+                + ", ".join(SIGNIFICANCE_DIMENSIONS)
+            )
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or not 0.0 <= weight <= SIGNIFICANCE_WEIGHT_MAX
+        ):
+            raise validation.bad_request(
+                f"significance_weights: {name} must be a number between 0 and "
+                f"{SIGNIFICANCE_WEIGHT_MAX:g}"
+            )
+        out.append((name, float(weight)))
+    return tuple(sorted(out))
+
+
+def significance_factor(
+    catalog: Catalog, weights: tuple[tuple[str, float], ...]
+) -> tuple[str, npt.NDArray[np.float32]] | None:
+    """``1 + sum(weight x score)`` by doc, named for explain; None without weights."""
+    if not weights:
+        return None
+    factor = np.ones(len(catalog), dtype=np.float32)
+    for name, weight in weights:
+        factor += np.float32(weight) * catalog.significance[name].view()
+    return "significance", factor
+
+
+def hit_annotations(catalog: Catalog, doc: int) -> dict[str, Any]:
+    """What a hit carries besides its frame: significance scores and fact kind."""
+    return {"significance": catalog.significance_of(doc), "fact_kind": catalog.fact_kind_of(doc)}
 
 
 class SearchOp:
@@ -117,8 +189,10 @@ class SearchOp:
         builder: Builder,
         index: SearchIndex,
         results_cache: MeteredCache[CacheKey, Ranked],
+        frames: FrameCache | None = None,
     ) -> None:
         self._log = event_log
+        self._frames = frames or FrameCache(event_log, FRAMES_BYTES_MAX_DEFAULT)
         self._table = table
         self._builder = builder
         self._index = index
@@ -163,6 +237,7 @@ class SearchOp:
             "filters": _filters(args),
             "explain": explain,
             "now_ms": validation.optional_timestamp(args, "now_ms"),
+            "weights": significance_weights(args),
         }
         min_seq = validation.optional_int(args, "min_seq", minimum=0)
         if min_seq is None or self._builder.derived.built_seq >= min_seq:
@@ -190,10 +265,11 @@ class SearchOp:
         filters: Filters,
         explain: bool,
         now_ms: int | None,
+        weights: tuple[tuple[str, float], ...],
     ) -> dict[str, Any]:
         self.searches += 1
         catalog = self._builder.derived.catalog
-        key: CacheKey = (query, k, mode, filters, explain, now_ms)
+        key: CacheKey = (query, k, mode, filters, explain, now_ms, weights)
         ranked = self._results.get(key)
         if ranked is None:
             result = self._index.search(
@@ -204,6 +280,7 @@ class SearchOp:
                 now_ms=now_ms if now_ms is not None else time.time_ns() // 1_000_000,
                 explain=explain,
                 text_of=self._text_of,
+                doc_factor=significance_factor(catalog, weights),
             )
             explained = result.explain() if explain else [None] * len(result.docs)
             ranked = list(zip(result.docs.tolist(), result.scores.tolist(), explained, strict=True))
@@ -213,15 +290,23 @@ class SearchOp:
             slot = self._table.get(catalog.ids[doc])
             if slot is None:  # deleted since it was built
                 continue
-            hit: dict[str, Any] = {"frame": frame_at(self._log, slot).to_dict(), "score": score}
+            hit: dict[str, Any] = {
+                "frame": self.frame_of(slot),
+                "score": score,
+                **hit_annotations(catalog, doc),
+            }
             if explanation is not None:
                 hit["explain"] = explanation
             hits.append(hit)
         return {"hits": hits, "mode": mode, "built_seq": self._builder.derived.built_seq}
 
+    def frame_of(self, slot: FrameSlot) -> dict[str, Any]:
+        """A live frame's wire form, from the recent-frames cache or the log."""
+        return self._frames.frame(slot).to_dict()
+
     def _text_of(self, doc: int) -> str:
         slot = self._table.get(self._builder.derived.catalog.ids[doc])
-        return "" if slot is None else frame_at(self._log, slot).content
+        return "" if slot is None else self._frames.frame(slot).content
 
 
 def ranked_size(ranked: Ranked) -> int:

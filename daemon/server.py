@@ -32,8 +32,18 @@ from memoryd.daemon.builder import Builder
 from memoryd.daemon.checkpointer import Checkpointer
 from memoryd.daemon.config import Config, ConfigError, parse_metrics_address
 from memoryd.daemon.connection import Connection
+from memoryd.daemon.frame_cache import FrameCache
 from memoryd.daemon.health import Health, check_open_files
+from memoryd.daemon.important_op import ImportantOp
 from memoryd.daemon.metrics import Metrics, serve_http
+from memoryd.daemon.near_duplicates import NearDuplicates
+from memoryd.daemon.related_op import (
+    RELATED_TTL_S,
+    RelatedKey,
+    RelatedList,
+    RelatedOp,
+    related_size,
+)
 from memoryd.daemon.search_op import RESULTS_TTL_S, CacheKey, Ranked, SearchOp, ranked_size
 from memoryd.daemon.service import Service
 from memoryd.daemon.startup_state import StartState, start_state
@@ -49,6 +59,7 @@ from memoryd.daemon.systemd import (
 from memoryd.daemon.writer import CommitWriter
 from memoryd.storage import DataDirLock, Durability, FileLog
 from memoryd.storage.caches import MeteredCache
+from memoryd.storage.derived import BuildStep
 from memoryd.storage.projection import Projection
 from memoryd.storage.search import Embedder, HashingEmbedder, MiniLMEmbedder
 
@@ -319,9 +330,19 @@ class Daemon:
         checkpoint_task = asyncio.create_task(checkpointer.run(), name="memoryd-checkpoint")
         registry: ConnectionRegistry | None = None
 
+        frame_cache = FrameCache(event_log, config.cache_recent_frames_bytes_max)
+        related_cache: MeteredCache[RelatedKey, RelatedList] = MeteredCache(
+            "related", config.cache_related_bytes_max, related_size, ttl_s=RELATED_TTL_S
+        )
+
         def stats_extra() -> dict[str, Any]:
             connections = registry.stats() if registry is not None else {}
-            caches = {**search_index.query_cache.stats(), **results_cache.stats()}  # type: ignore[union-attr]
+            caches = {
+                **search_index.query_cache.stats(),  # type: ignore[union-attr]
+                **results_cache.stats(),
+                **frame_cache.cache.stats(),
+                **related_cache.stats(),
+            }
             start = {
                 "start_s": round(state.duration_s, 3),
                 "start_replayed_records": state.replayed_records,
@@ -330,9 +351,22 @@ class Daemon:
             return {**connections, **builder.stats(), **caches, **checkpointer.stats(), **start}
 
         service = Service(config, event_log, projection, writer, stats_extra)
-        search_op = SearchOp(event_log, projection.table, builder, search_index, results_cache)
-        builder.on_built = search_op.forget_stale
+        service.near_duplicates = NearDuplicates(derived)
+        search_op = SearchOp(
+            event_log, projection.table, builder, search_index, results_cache, frame_cache
+        )
+        related_op = RelatedOp(projection.table, builder, search_index, search_op, related_cache)
+
+        def on_built(step: BuildStep) -> None:
+            search_op.forget_stale(step)
+            related_op.forget_stale(step)
+
+        builder.on_built = on_built
         service.handlers["search"] = search_op
+        service.handlers["important"] = ImportantOp(
+            projection.table, builder, search_index, search_op
+        )
+        service.handlers["related"] = related_op
         registry = ConnectionRegistry(config, service)
 
         def problem() -> str | None:

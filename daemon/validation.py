@@ -16,6 +16,7 @@ import orjson
 from memoryd.client import errors, protocol
 from memoryd.client.errors import MemorydError
 from memoryd.storage.frame_table import TIMESTAMP_MS_MAX
+from memoryd.storage.search.significance import SIGNIFICANCE_DIMENSIONS
 
 
 def bad_request(message: str, **details: Any) -> MemorydError:
@@ -46,10 +47,13 @@ class FrameInput(NamedTuple):
     private: bool
     source: str
     timestamp_ms: int | None
+    # Significance scores the caller gives, by dimension (None: computed when built).
+    significance: dict[str, float] | None = None
 
 
 _PUT_FIELDS = frozenset(
     (
+        "significance",
         "content",
         "kind",
         "namespace",
@@ -233,9 +237,49 @@ def frame_input(args: dict[str, Any]) -> FrameInput:
         args, "source", "", "source_bytes_max", protocol.SOURCE_BYTES_MAX, empty_ok=True
     )
     timestamp_ms = optional_timestamp(args, "timestamp_ms")
+    if "significance" in args:
+        return FrameInput(
+            content,
+            namespace,
+            kind,
+            tags,
+            importance,
+            metadata,
+            private,
+            source,
+            timestamp_ms,
+            significance_scores(args, "significance"),
+        )
     return FrameInput(
         content, namespace, kind, tags, importance, metadata, private, source, timestamp_ms
     )
+
+
+def significance_scores(args: dict[str, Any], name: str) -> dict[str, float] | None:
+    """An object of significance dimensions (some or all of the six) to numbers in 0-1."""
+    value = args.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        raise bad_request(
+            f"{name} must be an object of dimension -> score; dimensions: "
+            + ", ".join(SIGNIFICANCE_DIMENSIONS)
+        )
+    out: dict[str, float] = {}
+    for dimension, score in value.items():
+        if dimension not in SIGNIFICANCE_DIMENSIONS:
+            raise bad_request(
+                f"{name}: unknown dimension {str(dimension)[:64]!r}; dimensions: "
+                + ", ".join(SIGNIFICANCE_DIMENSIONS)
+            )
+        if (
+            isinstance(score, bool)
+            or not isinstance(score, int | float)
+            or not (math.isfinite(score) and 0.0 <= score <= 1.0)
+        ):
+            raise bad_request(f"{name}: {dimension} must be a number between 0 and 1")
+        out[dimension] = float(score)
+    return out
 
 
 def batch_inputs(args: dict[str, Any]) -> list[FrameInput]:

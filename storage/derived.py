@@ -301,7 +301,9 @@ def annotate(frames: Sequence[Frame]) -> list[tuple[tuple[float, ...], int, int]
             if given is None
             else effective_significance(frame.content, given)
         )
-        out.append((scores, FACT_KINDS.index(analysis.fact_kind), int(simhash)))
+        # A private frame's SimHash would tell about its text: it is never kept.
+        kept = 0 if frame.private else int(simhash)
+        out.append((scores, FACT_KINDS.index(analysis.fact_kind), kept))
     return out
 
 
