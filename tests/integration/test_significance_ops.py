@@ -3,6 +3,10 @@ caches that serve them, through a real daemon."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -177,3 +181,28 @@ def test_related_memories_are_cached_and_dropped_when_the_namespace_changes(
         client.related("0" * 32)
     for name in ("cache_recent_frames_bytes_max", "cache_related_bytes_max"):
         assert after[name] > 0
+
+
+def test_cli_important_and_related(daemon: DaemonProcess, client: Client) -> None:
+    low = client.put("watering the tomatoes in the garden", importance=0.2)
+    high = client.put("the tomatoes won first prize at the fair", importance=0.9)
+    client.search("x", min_seq=high.seq)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMORYD_")}
+    env["MEMORYD_SOCKET"] = str(daemon.socket_path)
+
+    def run(*argv: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "memoryd.daemon", *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    lines = run("important", "tomatoes").splitlines()
+    assert "first prize" in lines[0] and "watering" in lines[1]
+    assert "first prize" in run("related", low.id, "-k", "1")
+    assert json.loads(run("important", "--json", "--limit", "5"))["next_cursor"] is None
