@@ -6,7 +6,9 @@ Contract:
   word 3-shingles (normalized words, stop words kept: order and function words are
   what make two texts the same text).  Texts of one or two words hash those words.
   Deterministic across processes (keyed BLAKE2b per word, splitmix64 per shingle).
-  The empty text hashes to 0.
+  The empty text hashes to 0.  Only the first ``simhash_words_max`` words count,
+  so that the cost of a put's near-duplicate check is bounded whatever its size
+  (texts that differ only further on are near twins).
 * Two texts are near twins when their hashes differ in at most
   ``near_bits_max`` bits (3 of 64 by default: the threshold Manku et al. use for
   web pages).
@@ -30,24 +32,35 @@ from memoryd.storage.search.text import DEFAULT_TOKENIZER, Tokenizer
 
 near_bits_max = 3  # Hamming distance of near twins
 shingle_words = 3
+simhash_words_max = 256
 word_hash_cache_entries_max = 1 << 20
 _BANDS = near_bits_max + 1
 _BAND_BITS = 64 // _BANDS
 _PAIR = np.uint64(0x9E3779B97F4A7C15)
-_word_hashes: dict[str, int] = {}
+
+
+class _WordHashes(dict[str, int]):
+    """word -> 64-bit hash, computed on a miss; bounded (cleared when full).
+
+    A dict subclass with ``__missing__``: ``map(memo.__getitem__, words)`` runs in C
+    for every word seen before, which is most words of most texts.
+    """
+
+    def __missing__(self, word: str) -> int:
+        digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8, person=b"memoryd-s")
+        h = int.from_bytes(digest.digest(), "little")
+        if len(self) >= word_hash_cache_entries_max:
+            self.clear()
+        self[word] = h
+        return h
+
+
+_word_hashes = _WordHashes()
 
 assert _BANDS * _BAND_BITS <= 64 and _BAND_BITS >= 8  # bands long enough to be selective
 
 
-def _word_hash(word: str) -> int:
-    h = _word_hashes.get(word)
-    if h is None:
-        digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8, person=b"memoryd-s")
-        h = int.from_bytes(digest.digest(), "little")
-        if len(_word_hashes) >= word_hash_cache_entries_max:
-            _word_hashes.clear()
-        _word_hashes[word] = h
-    return h
+_word_hash = _word_hashes.__getitem__
 
 
 def _shingles(hashes: IntArray) -> IntArray:
@@ -69,7 +82,7 @@ def simhash(text: str, tokenizer: Tokenizer = DEFAULT_TOKENIZER) -> int:
 def simhash_batch(texts: Sequence[str], tokenizer: Tokenizer = DEFAULT_TOKENIZER) -> IntArray:
     """``simhash`` of each text, as a uint64 array: one numpy pass over the whole batch."""
     out = np.zeros(len(texts), dtype=np.uint64)
-    words = [tokenizer.words(t) for t in texts]
+    words = [tokenizer.words(t)[:simhash_words_max] for t in texts]
     counts = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
     total = int(counts.sum())
     if total == 0:
@@ -93,6 +106,7 @@ def simhash_batch(texts: Sequence[str], tokenizer: Tokenizer = DEFAULT_TOKENIZER
     shingles = np.where(long_text, acc, shingles)
     bits = np.unpackbits(shingles.view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
     present = np.flatnonzero(windows)
+    # Per text, how many of its shingles set each bit.
     ones = np.add.reduceat(
         bits, np.cumsum(windows)[present] - windows[present], axis=0, dtype=np.int32
     )
