@@ -60,6 +60,8 @@ class Builder:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         # Held while a step changes derived state: a checkpoint captures between steps.
         self.step_lock = asyncio.Lock()
+        # True while a step runs; stays True if one was cancelled half way.
+        self.step_interrupted = False
         self.steps = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -151,6 +153,7 @@ class Builder:
         derived = self.derived
         built_seq, resume_at = derived.built_seq, derived.resume_at
         loop = asyncio.get_running_loop()
+        self.step_interrupted = True
         prepared = await loop.run_in_executor(
             self._executor, self._read_and_prepare, built_seq, resume_at
         )
@@ -161,6 +164,7 @@ class Builder:
             # File creation can wait behind the log's fdatasync (ext4 orders them),
             # so the chunk is written on the builder thread, never on the loop.
             await loop.run_in_executor(self._executor, derived.store_chunk, step.frames)
+        self.step_interrupted = False
         self.steps += 1
         self.last_progress_monotonic = time.monotonic()
 

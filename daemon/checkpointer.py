@@ -69,13 +69,17 @@ class Checkpointer:
             return None
         async with self._builder.step_lock:
             snapshot = self._capture()
+        if snapshot is None:
+            return None
         return await asyncio.to_thread(self._write, snapshot)
 
     async def final(self) -> CheckpointInfo | None:
         """The checkpoint of a clean stop (the builder has stopped), within ``deadline_s``."""
-        if not self._due():
-            return None
+        if not self._due() or self._builder.step_interrupted:
+            return None  # a step cut short may not have written its chunk
         snapshot = self._capture()
+        if snapshot is None:
+            return None
         write = asyncio.ensure_future(asyncio.to_thread(self._write, snapshot))
         try:
             async with asyncio.timeout(self.deadline_s):
@@ -95,11 +99,20 @@ class Checkpointer:
         built = self._builder.derived.built_seq
         return built > 0 and (self.last is None or built > self.last.built_seq)
 
-    def _capture(self) -> Snapshot:
+    def _capture(self) -> Snapshot | None:
         derived = self._builder.derived
-        snapshot = capture(derived, self._index)
+        try:
+            snapshot = capture(derived, self._index)
+        except ValueError as exc:
+            self._failed(derived.built_seq, exc)
+            return None
         derived.unsynced_chunks = []
         return snapshot
+
+    def _failed(self, seq: int, exc: Exception) -> None:
+        self.failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.error("checkpoint at seq %d failed: %s", seq, exc)
 
     def _write(self, snapshot: Snapshot) -> CheckpointInfo | None:
         try:
@@ -109,9 +122,7 @@ class Checkpointer:
             return None
         except (OSError, ValueError) as exc:
             self._restore_unsynced(snapshot)
-            self.failures += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.error("checkpoint at seq %d failed: %s", snapshot.built_seq, exc)
+            self._failed(snapshot.built_seq, exc)
             return None
         self.written += 1
         self.last = info

@@ -211,7 +211,11 @@ class Catalog:
         Columns below ``len(self)`` never change except ``alive``, so the others
         are views (cheap); ``alive``, the ids and the tags are copied.
         """
-        ids = np.frombuffer("".join(self.ids).encode("ascii"), dtype=np.uint8)
+        width = len(self.ids[0]) if self.ids else 0
+        joined = "".join(self.ids)
+        if len(joined) != width * len(self.ids) or not joined.isascii():
+            raise ValueError("frame ids differ in length or are not ASCII: no checkpoint")
+        ids = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
         tags = list(self._tag_docs)
         tag_counts = np.array([len(self._tag_docs[t]) for t in tags], dtype=np.int64)
         tag_docs = (
@@ -226,7 +230,7 @@ class Catalog:
         arrays["catalog.tag_docs"] = tag_docs
         meta = {
             "docs": len(self.ids),
-            "id_chars": len(self.ids[0]) if self.ids else 0,
+            "id_chars": width,
             "namespaces": list(self.namespaces),
             "kinds": list(self.kind_names),
             "tags": tags,
