@@ -298,19 +298,20 @@ def _projection_of(derived: DerivedState) -> Projection:
     """The projection as of ``built_seq``: the catalog's live frames, in bulk."""
     catalog = derived.catalog
     live = np.flatnonzero(catalog.alive.view())
-    namespace_names = list(catalog.namespaces)
-    namespaces = [namespace_names[c] for c in catalog.namespace_code.view()[live].tolist()]
-    kinds = [catalog.kind_names[c] for c in catalog.kind_code.view()[live].tolist()]
     ids = catalog.ids
     table = FrameTable.from_columns(
         [ids[d] for d in live.tolist()],
-        catalog.seq.view()[live].tolist(),
-        catalog.timestamp_ms.view()[live].tolist(),
-        namespaces,
-        kinds,
-        catalog.segment.view()[live].tolist(),
-        catalog.offset.view()[live].tolist(),
-        catalog.length.view()[live].tolist(),
+        catalog.seq.view()[live],
+        catalog.timestamp_ms.view()[live],
+        catalog.namespace_code.view()[live].astype(np.int64),
+        list(catalog.namespaces),
+        catalog.kind_code.view()[live].astype(np.int64),
+        list(catalog.kind_names),
+        (
+            catalog.segment.view()[live],
+            catalog.offset.view()[live],
+            catalog.length.view()[live],
+        ),
         catalog.deleted,
     )
     projection = Projection(table=table, last_seq=derived.built_seq)
