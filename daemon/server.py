@@ -59,6 +59,7 @@ from memoryd.daemon.systemd import (
 from memoryd.daemon.writer import CommitWriter
 from memoryd.storage import DataDirLock, Durability, FileLog
 from memoryd.storage.caches import MeteredCache
+from memoryd.storage.checkpoint import trusted_prefix
 from memoryd.storage.derived import BuildStep
 from memoryd.storage.projection import Projection
 from memoryd.storage.search import Embedder, HashingEmbedder, MiniLMEmbedder
@@ -250,12 +251,15 @@ class Daemon:
         async with progress_reports(
             notifier, PROGRESS_INTERVAL_S, recovery_status, PROGRESS_EXTEND_S
         ):
+            # The checkpoint vouches for the log up to its record: only the rest is verified.
+            trusted = await asyncio.to_thread(trusted_prefix, config.data_dir)
             event_log, report = await asyncio.to_thread(
                 FileLog.open,
                 config.data_dir / "log",
                 segment_bytes_max=config.segment_bytes_max,
                 durability=config.durability,
                 relaxed_sync_interval_ms=config.relaxed_sync_interval_ms,
+                trusted=trusted,
             )
         try:
             if report.torn_tail is not None:

@@ -13,7 +13,7 @@ Layout (little-endian)::
     8       8     header length  H
     16      8     body length    B
     24      4     CRC-32         of the header bytes, then the body bytes
-    28      4     reserved       0
+    28      4     CRC-32         of the header bytes alone (``read_array_meta``)
     32      H     header         JSON: {"meta": {...}, "arrays": [[name, dtype, shape, offset]]}
     32+H    B     body           each array's bytes at its offset (64-byte aligned)
 
@@ -33,7 +33,7 @@ import struct
 import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -60,7 +60,7 @@ class WriteCancelledError(Exception):
     """``write_array_file`` was told to stop; the target is unchanged."""
 
 
-def _crc(header: bytes, body: list[memoryview], size: int) -> int:
+def _crc(header: bytes, body: list[memoryview]) -> int:
     crc = zlib.crc32(header)
     for piece in body:
         crc = zlib.crc32(piece, crc)
@@ -96,7 +96,12 @@ def write_array_file(
         offset += raw.nbytes
     header = json.dumps({"meta": dict(meta), "arrays": entries}).encode("utf-8")
     prefix = ARRAY_FILE_HEADER.pack(
-        ARRAY_FILE_MAGIC, ARRAY_FILE_VERSION, len(header), offset, _crc(header, pieces, offset), 0
+        ARRAY_FILE_MAGIC,
+        ARRAY_FILE_VERSION,
+        len(header),
+        offset,
+        _crc(header, pieces),
+        zlib.crc32(header),
     )
     temporary = path.with_name(path.name + ".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -125,26 +130,48 @@ def _write_all(fd: int, data: memoryview, cancelled: Callable[[], bool]) -> None
             piece = piece[os.write(fd, piece) :]
 
 
+def _read_header(path: Path, f: BinaryIO) -> tuple[bytes, int, int]:
+    """(header bytes, body length, CRC of all) after checking the prefix and header CRC."""
+    prefix = f.read(ARRAY_FILE_PREFIX_BYTES)
+    if len(prefix) < ARRAY_FILE_PREFIX_BYTES:
+        raise ArrayFileError(f"{path}: shorter than an array file header")
+    magic, version, header_len, body_len, crc, header_crc = ARRAY_FILE_HEADER.unpack(prefix)
+    if magic != ARRAY_FILE_MAGIC:
+        raise ArrayFileError(f"{path}: not an array file")
+    if version != ARRAY_FILE_VERSION:
+        raise ArrayFileError(f"{path}: array file version {version}, not {ARRAY_FILE_VERSION}")
+    size = os.fstat(f.fileno()).st_size
+    if header_len > ARRAY_FILE_HEADER_BYTES_MAX or (
+        ARRAY_FILE_PREFIX_BYTES + header_len + body_len != size
+    ):
+        raise ArrayFileError(f"{path}: lengths in the header do not match the file size")
+    header = f.read(header_len)
+    if len(header) != header_len or zlib.crc32(header) != header_crc:
+        raise ArrayFileError(f"{path}: checksum mismatch (header)")
+    return header, body_len, crc
+
+
+def read_array_meta(path: Path) -> dict[str, Any]:
+    """Only the meta of an array file (its header CRC checked, the body not read)."""
+    try:
+        with path.open("rb") as f:
+            header, _body_len, _crc_all = _read_header(path, f)
+    except OSError as exc:
+        raise ArrayFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        meta = json.loads(header)["meta"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ArrayFileError(f"{path}: malformed header: {exc}") from None
+    if not isinstance(meta, dict):
+        raise ArrayFileError(f"{path}: malformed header: meta is not an object")
+    return meta
+
+
 def read_array_file(path: Path) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
     """The meta and arrays of a file ``write_array_file`` wrote; ArrayFileError if damaged."""
     try:
         with path.open("rb") as f:
-            prefix = f.read(ARRAY_FILE_PREFIX_BYTES)
-            if len(prefix) < ARRAY_FILE_PREFIX_BYTES:
-                raise ArrayFileError(f"{path}: shorter than an array file header")
-            magic, version, header_len, body_len, crc, _ = ARRAY_FILE_HEADER.unpack(prefix)
-            if magic != ARRAY_FILE_MAGIC:
-                raise ArrayFileError(f"{path}: not an array file")
-            if version != ARRAY_FILE_VERSION:
-                raise ArrayFileError(
-                    f"{path}: array file version {version}, not {ARRAY_FILE_VERSION}"
-                )
-            size = os.fstat(f.fileno()).st_size
-            if header_len > ARRAY_FILE_HEADER_BYTES_MAX or (
-                ARRAY_FILE_PREFIX_BYTES + header_len + body_len != size
-            ):
-                raise ArrayFileError(f"{path}: lengths in the header do not match the file size")
-            header = f.read(header_len)
+            header, body_len, crc = _read_header(path, f)
             body = bytearray(body_len)
             if f.readinto(body) != body_len:
                 raise ArrayFileError(f"{path}: the file ended early")

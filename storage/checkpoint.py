@@ -11,7 +11,9 @@ sequence number ``built_seq``:
   ranking columns;
 - the builder's counters and where its next read resumes (``resume_at``), with
   the SHA-256 of the record at ``built_seq`` (the log's hash chain), so that a
-  checkpoint that does not belong to this log is never trusted.
+  checkpoint that does not belong to this log is never trusted, and the
+  (first_seq, size) of the sealed segments before it: ``trusted_prefix``
+  hands that to recovery, which then verifies only the log after it.
 
 What a start restores from it (``load_checkpoint``): DerivedState at
 ``built_seq`` and a Projection whose frame table holds the catalog's live
@@ -45,6 +47,7 @@ import numpy.typing as npt
 from memoryd.storage.arrayfile import (
     ArrayFileError,
     read_array_file,
+    read_array_meta,
     write_array_file,
 )
 from memoryd.storage.catalog import Catalog
@@ -52,13 +55,16 @@ from memoryd.storage.derived import DerivedState, SearchFrames, Unbuildable
 from memoryd.storage.errors import LogCorruptionError
 from memoryd.storage.frame_table import FrameTable
 from memoryd.storage.fsio import fsync_dir
+from memoryd.storage.layout import LOG_DIR_NAME
 from memoryd.storage.log import EventLog, RecordLocation
 from memoryd.storage.projection import Projection, UnreadableRecord
+from memoryd.storage.recovery import TrustedPrefix
 from memoryd.storage.search import Embedder, SearchIndex
 from memoryd.storage.search.columns import DocColumns
 from memoryd.storage.search.inverted import InvertedIndex
 from memoryd.storage.search.simhash import NearDuplicateIndex
 from memoryd.storage.search.vectors import VectorIndex
+from memoryd.storage.segment import list_segments
 
 CHECKPOINT_DIR_NAME = "checkpoint"
 CHECKPOINT_FILE_NAME = "derived.ckpt"
@@ -187,6 +193,7 @@ def write_checkpoint(
         fsync_dir(folder)
     meta = dict(snapshot.meta)
     meta["built_hash"] = _record_hash(log, snapshot.resume_at)
+    meta["log_prefix"] = _log_prefix(data_dir, snapshot.resume_at)
     meta["written_ms"] = time.time_ns() // 1_000_000
     path = checkpoint_path(data_dir)
     path.parent.mkdir(mode=0o700, exist_ok=True)
@@ -321,6 +328,41 @@ def _projection_of(derived: DerivedState) -> Projection:
         if u.location is not None
     ]
     return projection
+
+
+def _log_prefix(data_dir: Path, resume_at: RecordLocation | None) -> list[list[int]]:
+    """(first_seq, size) of each segment before the checkpoint's record: all sealed."""
+    if resume_at is None:
+        return []
+    segments, _others = list_segments(data_dir / LOG_DIR_NAME)
+    return [[s.first_seq, s.size] for s in segments if s.first_seq < resume_at.segment]
+
+
+def trusted_prefix(data_dir: Path) -> TrustedPrefix | None:
+    """What the checkpoint says of the log, for recovery to skip verifying; None if none.
+
+    Reads only the checkpoint's header (its own CRC checked).  Trusting it is
+    safe: recovery compares it with the files and with the record it names,
+    and the full checkpoint is verified again before it is used.
+    """
+    path = checkpoint_path(data_dir)
+    if not path.exists():
+        return None
+    try:
+        meta = read_array_meta(path)
+        if meta.get("format") != CHECKPOINT_FORMAT or meta.get("resume_at") is None:
+            return None
+        segment, offset, length = (int(v) for v in meta["resume_at"])
+        return TrustedPrefix(
+            segments=tuple((int(first), int(size)) for first, size in meta["log_prefix"]),
+            seq=int(meta["built_seq"]),
+            segment=segment,
+            offset=offset,
+            length=length,
+            hash=bytes.fromhex(meta["built_hash"]),
+        )
+    except (ArrayFileError, KeyError, TypeError, ValueError):
+        return None
 
 
 def remove_checkpoint(data_dir: Path) -> bool:
