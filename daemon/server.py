@@ -355,7 +355,8 @@ class Daemon:
             return {**connections, **builder.stats(), **caches, **checkpointer.stats(), **start}
 
         service = Service(config, event_log, projection, writer, stats_extra)
-        service.near_duplicates = NearDuplicates(derived)
+        if config.near_duplicates == "on":
+            service.near_duplicates = NearDuplicates(derived)
         search_op = SearchOp(
             event_log, projection.table, builder, search_index, results_cache, frame_cache
         )
