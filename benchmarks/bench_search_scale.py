@@ -10,7 +10,9 @@ For each size (default 100k and 1M frames of benchmarks/corpus.py, fixed seed):
 - hybrid search p50/p99 (3-word queries);
 - searchable after acknowledgement: puts at a steady 1,000/s, then a search
   that waits for each sampled put (``min_seq``), p50/p99 from ack to answer;
-- restart: SIGTERM, start, time until it serves, and until fully searchable;
+- restart: SIGTERM, start, time until it serves, and until fully searchable (from the
+  checkpoint of the clean stop); then after kill -9 with 1% more frames past the
+  checkpoint; then with no checkpoint (a full rebuild); `--restart-only` runs just these;
 - resident memory of the daemon (VmRSS) and bytes on disk per frame.
 
     python benchmarks/bench_search_scale.py --sizes 100000 1000000 --out FILE
@@ -181,16 +183,41 @@ def bench_memoryd(size: int, queries: dict[str, list[list[str]]]) -> dict[str, A
     finally:
         daemon.stop()
     out["disk bytes per frame"] = du_bytes(daemon.data_dir) / size
-    out["restart to serving s"] = daemon.start()
     try:
-        with Client(daemon.socket, timeout=600) as client:
-            restarted = time.perf_counter()
-            daemon.wait_built(client)
-            out["restart to searchable s"] = out["restart to serving s"] + (
-                time.perf_counter() - restarted
-            )
+        out.update(bench_restarts(daemon, size))
     finally:
         daemon.remove()
+    return out
+
+
+def restart_times(daemon: BenchDaemon) -> tuple[float, float, int]:
+    """Start on the same data: seconds to serving, to fully searchable, records replayed."""
+    serving = daemon.start()
+    with Client(daemon.socket, timeout=600) as client:
+        restarted = time.perf_counter()
+        daemon.wait_built(client)
+        searchable = serving + time.perf_counter() - restarted
+        replayed = int(client.stats()["start_replayed_records"])
+    return serving, searchable, replayed
+
+
+def bench_restarts(daemon: BenchDaemon, size: int) -> dict[str, Any]:
+    """Restarts of a stopped daemon holding ``size`` frames: from the checkpoint of a clean
+    stop; after kill -9 with a tail of puts past the checkpoint; with no checkpoint."""
+    out: dict[str, Any] = {}
+    serving, searchable, _ = restart_times(daemon)
+    out["restart to serving s"], out["restart to searchable s"] = serving, searchable
+    tail = max(size // 100, 1)
+    with Client(daemon.socket, timeout=300) as client:
+        for batch in corpus.frames(tail, batch=PUT_BATCH, seed=corpus.corpus_seed + 1):
+            client.put_batch(memoryd_frames(batch))
+    daemon.kill()
+    out["tail frames"] = tail
+    out["kill restart"] = restart_times(daemon)
+    daemon.stop()
+    (daemon.data_dir / "checkpoint" / "derived.ckpt").unlink()
+    out["no checkpoint restart"] = restart_times(daemon)
+    daemon.stop()
     return out
 
 
@@ -246,6 +273,7 @@ def report(size: int, mem: dict[str, Any], lite: dict[str, Any]) -> list[str]:
         f"| restart to serving, s | {mem['restart to serving s']:.2f} "
         f"| {lite['restart to serving s']:.3f} | | |",
         f"| restart to fully searchable, s | {mem['restart to searchable s']:.1f} | | | |",
+        *restart_rows(mem),
         f"| resident memory, MiB | {mem['rss bytes'] / 2**20:.0f} | | | |",
         f"| disk bytes per frame | {mem['disk bytes per frame']:.0f} "
         f"| {lite['disk bytes per frame']:.0f} | | "
@@ -255,11 +283,73 @@ def report(size: int, mem: dict[str, Any], lite: dict[str, Any]) -> list[str]:
     return lines
 
 
+def restart_rows(mem: dict[str, Any]) -> list[str]:
+    kill, full = mem["kill restart"], mem["no checkpoint restart"]
+    return [
+        f"| restart after kill -9, {mem['tail frames']} frames past the checkpoint: serving / "
+        f"searchable s ({kill[2]} records replayed) | {kill[0]:.2f} / {kill[1]:.2f} | | | |",
+        f"| restart with no checkpoint: serving / searchable s ({full[2]} records replayed) "
+        f"| {full[0]:.2f} / {full[1]:.1f} | | | |",
+    ]
+
+
+def main_restart_only(sizes: list[int], out_path: Path | None) -> int:
+    """Ingest, stop cleanly, then only the restart measures (no queries, no SQLite)."""
+    lines = [
+        f"# Restart with checkpoints, {time.strftime('%Y-%m-%d')}",
+        "",
+        f"Machine: {machine()}.",
+        "Command: `python benchmarks/bench_search_scale.py --restart-only --sizes "
+        f"{' '.join(map(str, sizes))}`; corpus seed {corpus.corpus_seed}.",
+        "",
+        "| frames | measure | seconds |",
+        "|---:|---|---:|",
+    ]
+    for size in sizes:
+        daemon = BenchDaemon()
+        daemon.start()
+        try:
+            with Client(daemon.socket, timeout=300) as client:
+                for batch in corpus.frames(size, batch=PUT_BATCH):
+                    client.put_batch(memoryd_frames(batch))
+                daemon.wait_built(client)
+            daemon.stop()
+            mem = bench_restarts(daemon, size)
+        finally:
+            daemon.remove()
+        kill, full = mem["kill restart"], mem["no checkpoint restart"]
+        lines += [
+            f"| {size:,} | clean stop, restart to serving (checkpoint) "
+            f"| {mem['restart to serving s']:.2f} |",
+            f"| {size:,} | clean stop, restart to fully searchable "
+            f"| {mem['restart to searchable s']:.2f} |",
+            f"| {size:,} | kill -9 with {mem['tail frames']:,} frames past the checkpoint, "
+            f"to serving ({kill[2]:,} records replayed) | {kill[0]:.2f} |",
+            f"| {size:,} | the same, to fully searchable | {kill[1]:.2f} |",
+            f"| {size:,} | no checkpoint, to serving ({full[2]:,} records replayed) "
+            f"| {full[0]:.2f} |",
+            f"| {size:,} | no checkpoint, to fully searchable (full rebuild) | {full[1]:.2f} |",
+        ]
+        print("\n".join(lines[-6:]), flush=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out_path:
+        out_path.write_text(text)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--restart-only",
+        action="store_true",
+        help="only ingest and measure restarts (checkpoint, kill -9 tail, no checkpoint)",
+    )
     args = parser.parse_args()
+    if args.restart_only:
+        return main_restart_only(args.sizes, args.out)
     queries = query_sets()
     lines = [
         f"# Search at scale, {time.strftime('%Y-%m-%d')}",

@@ -80,6 +80,12 @@ class BenchDaemon:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(timeout=300)
 
+    def kill(self) -> None:
+        """kill -9 (no shutdown checkpoint; the data stays, for a restart)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=60)
+
     def remove(self) -> None:
         """Stop, then delete the data and the socket folder."""
         self.stop()

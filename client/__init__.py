@@ -21,7 +21,16 @@ from .errors import (
     RequestError,
     UnavailableError,
 )
-from .models import DeleteResult, Frame, Page, PutResult, SearchHit, SearchResult, ServerInfo
+from .models import (
+    DeleteResult,
+    Frame,
+    Page,
+    PutResult,
+    RankedPage,
+    SearchHit,
+    SearchResult,
+    ServerInfo,
+)
 from .paths import default_socket_path
 from .protocol import LIMITS, PROTOCOL_VERSION
 from .sync_client import Client
@@ -40,6 +49,7 @@ __all__ = [
     "Page",
     "ProtocolViolationError",
     "PutResult",
+    "RankedPage",
     "RequestError",
     "SearchHit",
     "SearchResult",

@@ -28,7 +28,16 @@ from .memory_models import (
     NamespaceCount,
     RenderedBlocks,
 )
-from .models import DeleteResult, ExportPage, Frame, Page, PutResult, SearchResult, ServerInfo
+from .models import (
+    DeleteResult,
+    ExportPage,
+    Frame,
+    Page,
+    PutResult,
+    RankedPage,
+    SearchResult,
+    ServerInfo,
+)
 from .paths import default_socket_path
 from .subscription import AsyncSubscription, subscribe_args
 
@@ -213,6 +222,7 @@ class AsyncClient:
         timestamp_ms: int | None = None,
         ttl_s: int | None = None,
         expires_at_ms: int | None = None,
+        significance: Mapping[str, float] | None = None,
     ) -> PutResult:
         """Store one memory durably; the same (namespace, kind, content) again is a no-op."""
         return await self._execute(
@@ -228,6 +238,7 @@ class AsyncClient:
                 timestamp_ms=timestamp_ms,
                 ttl_s=ttl_s,
                 expires_at_ms=expires_at_ms,
+                significance=significance,
             )
         )
 
@@ -289,6 +300,9 @@ class AsyncClient:
         explain: bool = False,
         min_seq: int | None = None,
         now_ms: int | None = None,
+        min_significance: Mapping[str, float] | None = None,
+        fact_kinds: Sequence[str] | None = None,
+        significance_weights: Mapping[str, float] | None = None,
     ) -> SearchResult:
         """Memories ranked for ``query`` (modes: hybrid, keyword, semantic, classic).
 
@@ -308,6 +322,9 @@ class AsyncClient:
                 explain=explain,
                 min_seq=min_seq,
                 now_ms=now_ms,
+                min_significance=min_significance,
+                fact_kinds=fact_kinds,
+                significance_weights=significance_weights,
             )
         )
 
@@ -706,3 +723,39 @@ class AsyncClient:
         """Frames as they commit, on a connection of their own: ``async for`` over it."""
         args = subscribe_args(namespace, kinds, tags)
         return await AsyncSubscription.open(self.socket_path, args, self.timeout, self.client_name)
+
+    async def important(
+        self,
+        *,
+        keywords: str | None = None,
+        namespace: str | None = None,
+        kinds: Sequence[str] | None = None,
+        by: str = "importance",
+        limit: int = 20,
+        cursor: str | None = None,
+        min_seq: int | None = None,
+    ) -> RankedPage:
+        """Most important first (``by``: importance or a significance dimension), optionally
+        only frames holding every word of ``keywords``; page on with ``next_cursor``."""
+        return await self._execute(
+            ops.important(
+                keywords=keywords,
+                namespace=namespace,
+                kinds=kinds,
+                by=by,
+                limit=limit,
+                cursor=cursor,
+                min_seq=min_seq,
+            )
+        )
+
+    async def related(
+        self,
+        frame_id: str,
+        *,
+        k: int = 10,
+        namespace: str | None = None,
+        min_seq: int | None = None,
+    ) -> RankedPage:
+        """The memories most similar to frame ``frame_id`` (itself excluded), best first."""
+        return await self._execute(ops.related(frame_id, k=k, namespace=namespace, min_seq=min_seq))

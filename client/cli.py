@@ -253,6 +253,9 @@ def add_client_commands(subparsers: Subparsers) -> None:
 
     add("stats", "print the daemon's counters", _stats)
     add("ping", "check that the daemon answers, and how fast", _ping)
+    from .cli_derived import add_derived_commands  # it imports this module's helpers
+
+    add_derived_commands(add)
 
 
 def _add_page_options(parser: argparse.ArgumentParser, *, default_limit: int) -> None:

@@ -117,6 +117,8 @@ class PutResult:
     seq: int
     timestamp_ms: int
     is_new: bool
+    # The id of a built frame of the same namespace whose text is nearly the same.
+    near_duplicate_of: str | None = None
 
     @classmethod
     def from_wire(cls, obj: Any) -> PutResult:
@@ -135,6 +137,7 @@ class PutResult:
                 and type(seq) is int
                 and type(timestamp_ms) is int
                 and type(is_new) is bool
+                and "near_duplicate_of" not in obj
             ):
                 return cls(id_, seq, timestamp_ms, is_new)
         w = "put result"
@@ -144,6 +147,7 @@ class PutResult:
             seq=_field(o, "seq", int, w),
             timestamp_ms=_field(o, "timestamp_ms", int, w),
             is_new=_field(o, "is_new", bool, w),
+            near_duplicate_of=_optional(o, "near_duplicate_of", str, w),
         )
 
 
@@ -172,6 +176,9 @@ class SearchHit:
     frame: Frame
     score: float
     explain: dict[str, Any] | None = None
+    # The six significance scores (0-1) by dimension, and the fact kind, when built.
+    significance: dict[str, float] | None = None
+    fact_kind: str | None = None
 
     @classmethod
     def from_wire(cls, obj: Any) -> SearchHit:
@@ -181,6 +188,8 @@ class SearchHit:
             frame=Frame.from_wire(_field(o, "frame", dict, w)),
             score=_number(o, "score", w),
             explain=_optional(o, "explain", dict, w),
+            significance=_optional(o, "significance", dict, w),
+            fact_kind=_optional(o, "fact_kind", str, w),
         )
 
 
@@ -273,4 +282,21 @@ class ExportPage:
             next_after_seq=_field(o, "next_after_seq", int, w),
             last_seq=_field(o, "last_seq", int, w),
             done=_field(o, "done", bool, w),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RankedPage:
+    """Hits in order (``important``, ``related``); ``next_cursor`` continues, None at the end."""
+
+    hits: tuple[SearchHit, ...]
+    next_cursor: str | None
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> RankedPage:
+        w = "ranked page"
+        o = _object(obj, w)
+        return cls(
+            hits=tuple(SearchHit.from_wire(hit) for hit in _field(o, "hits", list, w)),
+            next_cursor=_optional(o, "next_cursor", str, w),
         )

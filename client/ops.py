@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any, Final, Generic, TypeVar
 
 from . import errors, protocol
-from .models import DeleteResult, ExportPage, Frame, Page, PutResult, SearchResult, ServerInfo
+from .models import (
+    DeleteResult,
+    ExportPage,
+    Frame,
+    Page,
+    PutResult,
+    RankedPage,
+    SearchResult,
+    ServerInfo,
+)
 
 T = TypeVar("T")
 
@@ -25,7 +34,20 @@ T = TypeVar("T")
 # response arrived: reads, and writes whose repetition changes nothing (put is
 # content-addressed, delete of a deleted frame is a no-op).
 IDEMPOTENT_OPS: Final = frozenset(
-    ("hello", "ping", "put", "put_batch", "get", "recent", "range", "delete", "stats", "search")
+    (
+        "hello",
+        "ping",
+        "put",
+        "put_batch",
+        "get",
+        "recent",
+        "range",
+        "delete",
+        "stats",
+        "search",
+        "important",
+        "related",
+    )
 )
 
 # Requests a pipelining client keeps in flight on one connection.  The daemon
@@ -90,6 +112,7 @@ def put_args(
     timestamp_ms: int | None = None,
     ttl_s: int | None = None,
     expires_at_ms: int | None = None,
+    significance: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The wire arguments of one put; optional fields at their default are left out."""
     if isinstance(tags, str):
@@ -112,6 +135,8 @@ def put_args(
         args["ttl_s"] = ttl_s
     if expires_at_ms is not None:
         args["expires_at_ms"] = expires_at_ms
+    if significance:
+        args["significance"] = dict(significance)
     return args
 
 
@@ -206,6 +231,9 @@ def search(
     explain: bool = False,
     min_seq: int | None = None,
     now_ms: int | None = None,
+    min_significance: Mapping[str, float] | None = None,
+    fact_kinds: Sequence[str] | None = None,
+    significance_weights: Mapping[str, float] | None = None,
 ) -> Call[SearchResult]:
     args: dict[str, Any] = {"query": query, "k": k, "mode": mode}
     optional = {
@@ -217,6 +245,9 @@ def search(
         "min_importance": min_importance,
         "min_seq": min_seq,
         "now_ms": now_ms,
+        "min_significance": dict(min_significance) if min_significance else None,
+        "fact_kinds": list(fact_kinds) if fact_kinds is not None else None,
+        "significance_weights": dict(significance_weights) if significance_weights else None,
     }
     args.update({name: value for name, value in optional.items() if value is not None})
     if explain:
@@ -380,3 +411,38 @@ def rotate_key() -> Call[dict[str, Any]]:
 
 def vault_status() -> Call[dict[str, Any]]:
     return Call("vault_status", {}, _identity)
+
+
+def important(
+    *,
+    keywords: str | None = None,
+    namespace: str | None = None,
+    kinds: Sequence[str] | None = None,
+    by: str = "importance",
+    limit: int = 20,
+    cursor: str | None = None,
+    min_seq: int | None = None,
+) -> Call[RankedPage]:
+    """Most important first (``by`` importance or a significance dimension)."""
+    optional = {
+        "keywords": keywords,
+        "namespace": namespace,
+        "kinds": list(kinds) if kinds is not None else None,
+        "cursor": cursor,
+        "min_seq": min_seq,
+    }
+    args: dict[str, Any] = {"by": by, "limit": limit}
+    args.update({name: value for name, value in optional.items() if value is not None})
+    return Call("important", args, RankedPage.from_wire)
+
+
+def related(
+    frame_id: str, *, k: int = 10, namespace: str | None = None, min_seq: int | None = None
+) -> Call[RankedPage]:
+    """The memories most similar to frame ``frame_id`` (itself excluded)."""
+    args: dict[str, Any] = {"id": frame_id, "k": k}
+    if namespace is not None:
+        args["namespace"] = namespace
+    if min_seq is not None:
+        args["min_seq"] = min_seq
+    return Call("related", args, RankedPage.from_wire)

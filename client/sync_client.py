@@ -26,7 +26,16 @@ from .memory_models import (
     NamespaceCount,
     RenderedBlocks,
 )
-from .models import DeleteResult, ExportPage, Frame, Page, PutResult, SearchResult, ServerInfo
+from .models import (
+    DeleteResult,
+    ExportPage,
+    Frame,
+    Page,
+    PutResult,
+    RankedPage,
+    SearchResult,
+    ServerInfo,
+)
 from .paths import default_socket_path
 from .subscription import Subscription, subscribe_args
 
@@ -93,6 +102,7 @@ class Client:
         timestamp_ms: int | None = None,
         ttl_s: int | None = None,
         expires_at_ms: int | None = None,
+        significance: Mapping[str, float] | None = None,
     ) -> PutResult:
         """Store one memory durably; the same (namespace, kind, content) again is a no-op."""
         return self._execute(
@@ -108,6 +118,7 @@ class Client:
                 timestamp_ms=timestamp_ms,
                 ttl_s=ttl_s,
                 expires_at_ms=expires_at_ms,
+                significance=significance,
             )
         )
 
@@ -167,6 +178,9 @@ class Client:
         explain: bool = False,
         min_seq: int | None = None,
         now_ms: int | None = None,
+        min_significance: Mapping[str, float] | None = None,
+        fact_kinds: Sequence[str] | None = None,
+        significance_weights: Mapping[str, float] | None = None,
     ) -> SearchResult:
         """Memories ranked for ``query`` (modes: hybrid, keyword, semantic, classic).
 
@@ -186,6 +200,9 @@ class Client:
                 explain=explain,
                 min_seq=min_seq,
                 now_ms=now_ms,
+                min_significance=min_significance,
+                fact_kinds=fact_kinds,
+                significance_weights=significance_weights,
             )
         )
 
@@ -599,3 +616,39 @@ class Client:
         their own; iterate it, and close it (or use ``with``) when done."""
         args = subscribe_args(namespace, kinds, tags)
         return Subscription.open(self.socket_path, args, self.timeout, self.client_name)
+
+    def important(
+        self,
+        *,
+        keywords: str | None = None,
+        namespace: str | None = None,
+        kinds: Sequence[str] | None = None,
+        by: str = "importance",
+        limit: int = 20,
+        cursor: str | None = None,
+        min_seq: int | None = None,
+    ) -> RankedPage:
+        """Most important first (``by``: importance or a significance dimension), optionally
+        only frames holding every word of ``keywords``; page on with ``next_cursor``."""
+        return self._execute(
+            ops.important(
+                keywords=keywords,
+                namespace=namespace,
+                kinds=kinds,
+                by=by,
+                limit=limit,
+                cursor=cursor,
+                min_seq=min_seq,
+            )
+        )
+
+    def related(
+        self,
+        frame_id: str,
+        *,
+        k: int = 10,
+        namespace: str | None = None,
+        min_seq: int | None = None,
+    ) -> RankedPage:
+        """The memories most similar to frame ``frame_id`` (itself excluded), best first."""
+        return self._execute(ops.related(frame_id, k=k, namespace=namespace, min_seq=min_seq))

@@ -70,6 +70,10 @@ class Builder:
         # How many events wait for their commit (the writer's queue); 0 when unknown.
         self.writes_pending: Callable[[], int] = lambda: 0
         self.yields = 0
+        # Held while a step changes derived state: a checkpoint captures between steps.
+        self.step_lock = asyncio.Lock()
+        # True while a step runs; stays True if one was cancelled half way.
+        self.step_interrupted = False
         self.steps = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -146,7 +150,8 @@ class Builder:
                 await self._gather(lag)
             await self._yield_to_writes()
             try:
-                await (self._step_private() if private_work else self._step())
+                async with self.step_lock:
+                    await (self._step_private() if private_work else self._step())
             except Exception as exc:  # a bug or an I/O error must not end the builder
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -196,6 +201,7 @@ class Builder:
         derived = self.derived
         built_seq, resume_at = derived.built_seq, derived.resume_at
         loop = asyncio.get_running_loop()
+        self.step_interrupted = True
         prepared = await loop.run_in_executor(
             self._executor, self._read_and_prepare, built_seq, resume_at
         )
@@ -206,6 +212,7 @@ class Builder:
             # File creation can wait behind the log's fdatasync (ext4 orders them),
             # so the chunk is written on the builder thread, never on the loop.
             await loop.run_in_executor(self._executor, derived.store_chunk, step.chunk_frames)
+        self.step_interrupted = False
         self.steps += 1
         self.last_progress_monotonic = time.monotonic()
 

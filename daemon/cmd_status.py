@@ -83,7 +83,13 @@ def run_prometheus(args: argparse.Namespace) -> int:
 def format_status(status: dict[str, Any]) -> str:
     free, total = status.get("disk_free_bytes"), status.get("disk_total_bytes")
     disk = "unknown" if free is None else f"{format_bytes(free)} of {format_bytes(total or 0)}"
-    checkpoint = status.get("last_checkpoint") or "none (every start replays the whole log)"
+    last = status.get("last_checkpoint")
+    checkpoint = (
+        f"seq {last.get('seq')}, {format_bytes(int(last.get('bytes') or 0))}, "
+        f"{format_duration(float(last.get('age_s') or 0))} ago"
+        if isinstance(last, dict)
+        else "none yet (a start replays the whole log)"
+    )
     progressing = "" if status.get("builder_progressing", True) else " (not progressing)"
     activated = " (socket activated)" if status.get("socket_activated") else ""
     rows = [

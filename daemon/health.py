@@ -60,8 +60,10 @@ class Health:
         socket_activated: bool,
         stopping: Callable[[], bool],
         builder_problem: Callable[[], str | None],
+        last_checkpoint: Callable[[], dict[str, Any] | None] = lambda: None,
     ) -> None:
         self._config = config
+        self._last_checkpoint = last_checkpoint
         self._service = service
         self._log = event_log
         self._metrics = metrics
@@ -96,7 +98,7 @@ class Health:
             "builder_lag": stats.get("builder_lag"),
             "builder_progressing": stats.get("builder_progressing"),
             "problem": self.problem(),
-            "last_checkpoint": None,  # checkpoints do not exist yet: every start replays
+            "last_checkpoint": self._last_checkpoint(),
             "vault": stats.get("vault", VAULT_STATE),
             "disk_free_bytes": space.free_bytes if space else None,
             "disk_total_bytes": space.total_bytes if space else None,

@@ -1,8 +1,8 @@
 """The ``memoryd`` command: client commands from memoryd.client.cli plus the daemon's own.
 
 The client package cannot import the daemon, so the one console script lives
-here: it builds the client's parser and adds ``serve``, ``check`` and
-``repair``.
+here: it builds the client's parser and adds ``serve``, ``check``,
+``repair``, ``rebuild`` and the others.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from memoryd.daemon.cmd_check import add_check_command
 from memoryd.daemon.cmd_compact import add_compact_command
 from memoryd.daemon.cmd_config import add_config_command
 from memoryd.daemon.cmd_doctor import add_doctor_command
+from memoryd.daemon.cmd_rebuild import add_rebuild_command
 from memoryd.daemon.cmd_repair import add_repair_command
 from memoryd.daemon.cmd_serve import add_serve_command
 from memoryd.daemon.cmd_status import add_prometheus_option, add_status_command
@@ -33,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_client_commands(subparsers)
     add_check_command(subparsers)
     add_repair_command(subparsers)
+    add_rebuild_command(subparsers)
     add_config_command(subparsers)
     add_status_command(subparsers)
     add_prometheus_option(subparsers)

@@ -10,15 +10,20 @@ Arguments (all but ``query`` optional)::
     tags: [str]           only frames carrying every one of these tags
     since_ms, until_ms    frame time, since inclusive, until exclusive
     min_importance: num   0..1
+    min_significance: {dimension: num}   only frames scoring at least this on each
+    fact_kinds: [str]     only frames of these fact kinds (procedural, declarative, episodic)
+    significance_weights: {dimension: num}   rank by score x (1 + sum weight x scores),
+                          each weight 0..significance_weight_max; explain shows the factor
     explain: bool         each part of each score
     min_seq: int          read-your-writes: first wait until the builder has built
                           everything up to this sequence number (a put's ``seq``)
     wait_ms: int          how long min_seq may wait, default 2000, at most 10000
     now_ms: int           the "now" that recency is measured from (default: now)
 
-Result: ``{"hits": [{"frame": Frame, "score": float, "explain": {...}?}],
-"mode": str, "built_seq": int}``.  A frame deleted after it was built, or
-expired, is never returned, whatever the builder has caught up with.
+Result: ``{"hits": [{"frame": Frame, "score": float, "significance": {...},
+"fact_kind": str, "explain": {...}?}], "mode": str, "built_seq": int}``.  A
+frame deleted after it was built, or expired, is never returned, whatever the
+builder has caught up with.
 
 Private frames are indexed under blinded terms and tags (storage/derived.py);
 while the vault is unlocked the query's terms and tags are blinded too and
@@ -34,24 +39,29 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from memoryd.client import errors, protocol
 from memoryd.client.errors import MemorydError
 from memoryd.daemon import validation
 from memoryd.daemon.builder import Builder
+from memoryd.daemon.frame_cache import FrameCache
 from memoryd.daemon.vault import Vault
 from memoryd.storage import EventLog
 from memoryd.storage.caches import MeteredCache
-from memoryd.storage.catalog import BoolArray, Filters
+from memoryd.storage.catalog import BoolArray, Catalog, Filters
 from memoryd.storage.derived import BuildStep, blinded_tag_name
+from memoryd.storage.events import Frame
 from memoryd.storage.expiry import ExpiryIndex
-from memoryd.storage.frame_table import FrameTable
-from memoryd.storage.projection import frame_at
+from memoryd.storage.frame_table import FrameSlot, FrameTable
 from memoryd.storage.search import MODES, SearchIndex
+from memoryd.storage.search.significance import FACT_KINDS, SIGNIFICANCE_DIMENSIONS
 
-# (query, k, mode, filters, explain, now_ms): everything a ranking depends on
-# besides the index.  With now_ms absent, the cache's short TTL bounds how
-# stale "now" may be (recency half-lives are days).
-CacheKey = tuple[str, int, str, Filters, bool, int | None]
+# (query, k, mode, filters, explain, now_ms, significance weights): everything a
+# ranking depends on besides the index.  With now_ms absent, the cache's short
+# TTL bounds how stale "now" may be (recency half-lives are days).
+CacheKey = tuple[str, int, str, Filters, bool, int | None, tuple[tuple[str, float], ...]]
 Ranked = list[tuple[int, float, dict[str, Any] | None]]
 RESULTS_TTL_S = 2.0
 QUERY_BYTES_MAX = 16 * 1024
@@ -59,6 +69,8 @@ SEARCH_K_MAX = 1000
 KINDS_MAX = 32
 WAIT_MS_DEFAULT = 2000
 WAIT_MS_MAX = 10_000
+SIGNIFICANCE_WEIGHT_MAX = 10.0
+FRAMES_BYTES_MAX_DEFAULT = 1 << 20  # a search op made without a shared frame cache
 
 _FIELDS = frozenset(
     (
@@ -75,6 +87,9 @@ _FIELDS = frozenset(
         "min_seq",
         "wait_ms",
         "now_ms",
+        "min_significance",
+        "fact_kinds",
+        "significance_weights",
     )
 )
 
@@ -113,7 +128,66 @@ def _filters(args: dict[str, Any]) -> Filters:
         since_ms=since,
         until_ms=until,
         min_importance=None if min_importance is None else float(min_importance),
+        min_significance=_pairs(validation.significance_scores(args, "min_significance")),
+        fact_kinds=_fact_kinds(args),
     )
+
+
+def _pairs(scores: dict[str, float] | None) -> tuple[tuple[str, float], ...] | None:
+    return None if scores is None else tuple(sorted(scores.items()))
+
+
+def _fact_kinds(args: dict[str, Any]) -> tuple[str, ...] | None:
+    kinds = _string_list(args, "fact_kinds", len(FACT_KINDS), "fact_kinds_max")
+    if kinds is not None and not set(kinds) <= set(FACT_KINDS):
+        raise validation.bad_request(f"fact_kinds must be among {', '.join(FACT_KINDS)}")
+    return kinds
+
+
+def significance_weights(args: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+    """Validated ``significance_weights``: (dimension, weight) pairs, sorted; () if none."""
+    value = args.get("significance_weights")
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise validation.bad_request(
+            "significance_weights must be an object of dimension -> weight"
+        )
+    out = []
+    for name, weight in value.items():
+        if name not in SIGNIFICANCE_DIMENSIONS:
+            raise validation.bad_request(
+                f"significance_weights: unknown dimension {str(name)[:64]!r}; dimensions: "
+                + ", ".join(SIGNIFICANCE_DIMENSIONS)
+            )
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or not 0.0 <= weight <= SIGNIFICANCE_WEIGHT_MAX
+        ):
+            raise validation.bad_request(
+                f"significance_weights: {name} must be a number between 0 and "
+                f"{SIGNIFICANCE_WEIGHT_MAX:g}"
+            )
+        out.append((name, float(weight)))
+    return tuple(sorted(out))
+
+
+def significance_factor(
+    catalog: Catalog, weights: tuple[tuple[str, float], ...]
+) -> tuple[str, npt.NDArray[np.float32]] | None:
+    """``1 + sum(weight x score)`` by doc, named for explain; None without weights."""
+    if not weights:
+        return None
+    factor = np.ones(len(catalog), dtype=np.float32)
+    for name, weight in weights:
+        factor += np.float32(weight) * catalog.significance[name].view()
+    return "significance", factor
+
+
+def hit_annotations(catalog: Catalog, doc: int) -> dict[str, Any]:
+    """What a hit carries besides its frame: significance scores and fact kind."""
+    return {"significance": catalog.significance_of(doc), "fact_kind": catalog.fact_kind_of(doc)}
 
 
 class SearchOp:
@@ -128,8 +202,10 @@ class SearchOp:
         results_cache: MeteredCache[CacheKey, Ranked],
         vault: Vault | None = None,
         expiry: ExpiryIndex | None = None,
+        frames: FrameCache | None = None,
     ) -> None:
         self._log = event_log
+        self._frames = frames or FrameCache(event_log, FRAMES_BYTES_MAX_DEFAULT)
         self._table = table
         # Expired frames are never returned (they wait in the log for compaction).
         self._expiry = expiry if expiry is not None else ExpiryIndex()
@@ -181,6 +257,7 @@ class SearchOp:
             "filters": _filters(args),
             "explain": explain,
             "now_ms": validation.optional_timestamp(args, "now_ms"),
+            "weights": significance_weights(args),
         }
         min_seq = validation.optional_int(args, "min_seq", minimum=0)
         if min_seq is None or self._builder.searchable_seq >= min_seq:
@@ -208,10 +285,11 @@ class SearchOp:
         filters: Filters,
         explain: bool,
         now_ms: int | None,
+        weights: tuple[tuple[str, float], ...],
     ) -> dict[str, Any]:
         self.searches += 1
         catalog = self._builder.derived.catalog
-        key: CacheKey = (query, k, mode, filters, explain, now_ms)
+        key: CacheKey = (query, k, mode, filters, explain, now_ms, weights)
         ranked = self._results.get(key)
         blind = self._blinder()
         wall_ms = time.time_ns() // 1_000_000
@@ -230,26 +308,24 @@ class SearchOp:
                 explain=explain,
                 text_of=self._text_of,
                 blind=blind,
+                doc_factor=significance_factor(catalog, weights),
             )
             explained = result.explain() if explain else [None] * len(result.docs)
             ranked = list(zip(result.docs.tolist(), result.scores.tolist(), explained, strict=True))
             self._results.put(key, ranked)
         hits = []
-        expiry = self._expiry
         for doc, score, explanation in ranked:
-            frame_id = catalog.ids[doc]
-            slot = self._table.get(frame_id)
-            if slot is None or (expiry and expiry.is_expired(frame_id, wall_ms)):
-                continue  # deleted, or expired, since it was built or ranked
-            frame = frame_at(self._log, slot)
-            if frame.sealed is not None:
-                if self._vault is None:
-                    continue
-                try:
-                    frame = self._vault.reveal(frame)
-                except MemorydError:  # locked meanwhile, tampered or forgotten: never shown
-                    continue
-            hit: dict[str, Any] = {"frame": frame.to_dict(), "score": score}
+            slot = self._table.get(catalog.ids[doc])
+            if slot is None:  # deleted since it was built
+                continue
+            shown = self.frame_of(slot, wall_ms)
+            if shown is None:  # expired, or private and not to be shown now
+                continue
+            hit: dict[str, Any] = {
+                "frame": shown,
+                "score": score,
+                **hit_annotations(catalog, doc),
+            }
             if explanation is not None:
                 hit["explain"] = explanation
             hits.append(hit)
@@ -279,17 +355,29 @@ class SearchOp:
                 mask |= catalog.mask(dataclasses.replace(filters, tags=tuple(tags)))
         return mask
 
+    def frame_of(self, slot: FrameSlot, now_ms: int | None = None) -> dict[str, Any] | None:
+        """A live frame's wire form, from the recent-frames cache or the log; None when
+        it has expired, or is private and cannot be opened now (locked, tampered)."""
+        frame = self._frames.frame(slot)
+        wall_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        if self._expiry.is_expired(frame.id, wall_ms):
+            return None
+        readable = self._readable(frame)
+        return None if readable is None else readable.to_dict()
+
+    def _readable(self, frame: Frame) -> Frame | None:
+        """``frame`` opened if sealed (never cached opened: a lock must leave no
+        plaintext behind), or None when it cannot be."""
+        if frame.sealed is None:
+            return frame
+        return None if self._vault is None else self._vault.readable(frame)
+
     def _text_of(self, doc: int) -> str:
         slot = self._table.get(self._builder.derived.catalog.ids[doc])
         if slot is None:
             return ""
-        frame = frame_at(self._log, slot)
-        if frame.sealed is not None and self._vault is not None:
-            try:
-                return self._vault.reveal(frame).content
-            except MemorydError:
-                return ""
-        return frame.content
+        frame = self._readable(self._frames.frame(slot))
+        return "" if frame is None else frame.content
 
 
 def ranked_size(ranked: Ranked) -> int:

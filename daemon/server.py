@@ -18,7 +18,6 @@ import contextlib
 import errno
 import logging
 import os
-import shutil
 import signal
 import socket
 import stat
@@ -31,16 +30,28 @@ from memoryd.client import errors
 from memoryd.client.errors import MemorydError
 from memoryd.daemon.block_ops import BlockOps
 from memoryd.daemon.builder import Builder
+from memoryd.daemon.checkpointer import Checkpointer
 from memoryd.daemon.config import Config, ConfigError, parse_metrics_address
 from memoryd.daemon.connection import Connection
 from memoryd.daemon.context_op import ContextOps
 from memoryd.daemon.export_op import ExportOp
 from memoryd.daemon.forget_op import ForgetOp
+from memoryd.daemon.frame_cache import FrameCache
 from memoryd.daemon.health import Health, check_open_files
+from memoryd.daemon.important_op import ImportantOp
 from memoryd.daemon.metrics import Metrics, serve_http
 from memoryd.daemon.namespaces_op import namespaces_handler
+from memoryd.daemon.near_duplicates import NearDuplicates
+from memoryd.daemon.related_op import (
+    RELATED_TTL_S,
+    RelatedKey,
+    RelatedList,
+    RelatedOp,
+    related_size,
+)
 from memoryd.daemon.search_op import RESULTS_TTL_S, CacheKey, Ranked, SearchOp, ranked_size
 from memoryd.daemon.service import Service
+from memoryd.daemon.startup_state import StartState, start_state
 from memoryd.daemon.subscriptions import SubscriptionHub
 from memoryd.daemon.systemd import (
     ActivationError,
@@ -51,14 +62,15 @@ from memoryd.daemon.systemd import (
     run_watchdog,
     watchdog_interval_s,
 )
-from memoryd.daemon.vault import Vault, VaultStartError, open_vault
+from memoryd.daemon.vault import NO_VAULT, Vault, VaultStartError, open_vault
 from memoryd.daemon.vault_ops import VaultOps
 from memoryd.daemon.writer import CommitWriter
 from memoryd.storage import DataDirLock, Durability, FileLog
 from memoryd.storage.caches import MeteredCache
-from memoryd.storage.derived import DerivedState, SearchFrames
+from memoryd.storage.checkpoint import trusted_prefix
+from memoryd.storage.derived import BuildStep
 from memoryd.storage.projection import Projection
-from memoryd.storage.search import Embedder, HashingEmbedder, MiniLMEmbedder, SearchIndex
+from memoryd.storage.search import Embedder, HashingEmbedder, MiniLMEmbedder
 
 log = logging.getLogger("memoryd.server")
 
@@ -249,12 +261,15 @@ class Daemon:
         async with progress_reports(
             notifier, PROGRESS_INTERVAL_S, recovery_status, PROGRESS_EXTEND_S
         ):
+            # The checkpoint vouches for the log up to its record: only the rest is verified.
+            trusted = await asyncio.to_thread(trusted_prefix, config.data_dir)
             event_log, report = await asyncio.to_thread(
                 FileLog.open,
                 config.data_dir / "log",
                 segment_bytes_max=config.segment_bytes_max,
                 durability=config.durability,
                 relaxed_sync_interval_ms=config.relaxed_sync_interval_ms,
+                trusted=trusted,
             )
         try:
             if report.torn_tail is not None:
@@ -262,30 +277,39 @@ class Daemon:
             for notice in report.notices:
                 log.info("recovery: %s", notice)
             notifier.status(f"recovering: replaying the log up to seq {event_log.last_seq}")
+            embedder = make_embedder(config.embedder)
+
+            def use(chosen: Projection) -> None:
+                nonlocal projection
+                projection = chosen
+
             async with progress_reports(
                 notifier, PROGRESS_INTERVAL_S, recovery_status, PROGRESS_EXTEND_S
             ):
-                await asyncio.to_thread(projection.replay, event_log.read_from(1))
+                state = await asyncio.to_thread(
+                    start_state, config.data_dir, event_log, embedder, projection, None, use
+                )
+            projection = state.projection
             for bad in projection.unreadable:
                 log.error(
                     "record %d is not a valid event (%s); kept in the log", bad.seq, bad.reason
                 )
             log.info(
                 "replayed %d records (%d live frames) in %.2fs",
-                projection.records_applied,
+                state.replayed_records,
                 len(projection.table),
                 time.monotonic() - started,
             )
-            return await self._serve(event_log, projection, on_ready)
+            return await self._serve(event_log, state, on_ready)
         finally:
             event_log.close()
 
     async def _serve(
-        self, event_log: FileLog, projection: Projection, on_ready: Callable[[], None] | None
+        self, event_log: FileLog, state: StartState, on_ready: Callable[[], None] | None
     ) -> int:
         vault = await self._open_vault()
         try:
-            return await self._serve_with(event_log, projection, vault, on_ready)
+            return await self._serve_with(event_log, state, vault, on_ready)
         finally:
             await vault.shutdown()
 
@@ -306,14 +330,15 @@ class Daemon:
     async def _serve_with(
         self,
         event_log: FileLog,
-        projection: Projection,
+        state: StartState,
         vault: Vault,
         on_ready: Callable[[], None] | None,
     ) -> int:
         config = self.config
         loop = asyncio.get_running_loop()
         relaxed = config.durability == Durability.RELAXED
-        search_index = SearchIndex(make_embedder(config.embedder))
+        projection = state.projection
+        search_index = state.index
         search_index.query_cache = MeteredCache(
             "query_embeddings", config.cache_query_embeddings_bytes_max, _vector_bytes
         )
@@ -323,10 +348,21 @@ class Daemon:
             ranked_size,
             ttl_s=RESULTS_TTL_S,
         )
-        derived = fresh_derived_state(config.data_dir)
-        derived.indexes.append(SearchFrames(search_index))
+        derived = state.derived
         derived.private = vault
+        if vault.state != NO_VAULT:
+            # Private frames a checkpoint restored are indexed anew once unlocked.
+            derived.pend_restored_private()
         builder = Builder(event_log, derived, config.build_policy())
+        checkpointer = Checkpointer(
+            config.data_dir,
+            event_log,
+            builder,
+            search_index,
+            interval_s=config.checkpoint_interval_s,
+            deadline_s=config.checkpoint_shutdown_deadline_s,
+            last=state.checkpoint,
+        )
         hub = SubscriptionHub(event_log, readable=vault.readable)
 
         def on_committed(seq: int) -> None:
@@ -344,36 +380,73 @@ class Daemon:
         writer_task = asyncio.create_task(writer.run(), name="memoryd-writer")
         builder_task = asyncio.create_task(builder.run(), name="memoryd-builder")
         hub_task = asyncio.create_task(hub.run(), name="memoryd-subscriptions")
+        checkpoint_task = asyncio.create_task(checkpointer.run(), name="memoryd-checkpoint")
         registry: ConnectionRegistry | None = None
+
+        frame_cache = FrameCache(event_log, config.cache_recent_frames_bytes_max)
+        related_cache: MeteredCache[RelatedKey, RelatedList] = MeteredCache(
+            "related", config.cache_related_bytes_max, related_size, ttl_s=RELATED_TTL_S
+        )
 
         def stats_extra() -> dict[str, Any]:
             connections = registry.stats() if registry is not None else {}
-            caches = {**search_index.query_cache.stats(), **results_cache.stats()}  # type: ignore[union-attr]
-            return {**connections, **builder.stats(), **caches, **hub.stats()}
+            caches = {
+                **search_index.query_cache.stats(),  # type: ignore[union-attr]
+                **results_cache.stats(),
+                **frame_cache.cache.stats(),
+                **related_cache.stats(),
+            }
+            start = {
+                "start_s": round(state.duration_s, 3),
+                "start_replayed_records": state.replayed_records,
+                "start_checkpoint_problem": state.checkpoint_problem,
+            }
+            return {
+                **connections,
+                **builder.stats(),
+                **caches,
+                **hub.stats(),
+                **checkpointer.stats(),
+                **start,
+            }
 
         service = Service(config, event_log, projection, writer, stats_extra, vault)
         service.handlers.update(VaultOps(vault, config.vault_kdf).handlers())
+        if config.near_duplicates == "on":
+            service.near_duplicates = NearDuplicates(derived)
         search_op = SearchOp(
             event_log,
             projection.table,
             builder,
             search_index,
             results_cache,
+            frames=frame_cache,
             vault=vault,
             expiry=projection.expiry,
         )
-        builder.on_built = search_op.forget_stale
+        related_op = RelatedOp(projection.table, builder, search_index, search_op, related_cache)
+
+        def on_built(step: BuildStep) -> None:
+            search_op.forget_stale(step)
+            related_op.forget_stale(step)
+
+        builder.on_built = on_built
 
         def vault_changed() -> None:
             # Lock or a new index key: nothing private stays indexed; unlock: index again.
             derived.unindex_private()
             search_op.forget_all()
+            related_op.cache.clear()
             builder.wake()
 
         vault.add_listener(vault_changed)
         if vault.unlocked:
             builder.wake()
         service.handlers["search"] = search_op
+        service.handlers["important"] = ImportantOp(
+            projection.table, builder, search_index, search_op
+        )
+        service.handlers["related"] = related_op
         block_ops = BlockOps(event_log, projection, writer, config.block_chars_default)
         service.handlers.update(block_ops.handlers())
         service.handlers.update(
@@ -417,6 +490,7 @@ class Daemon:
                 socket_activated=self._passed.service is not None,
                 stopping=lambda: registry.stopping,
                 builder_problem=problem,
+                last_checkpoint=checkpointer.last_checkpoint,
             )
             service.handlers.update(health.handlers())
             registry.metrics.add_ops(service.handlers)
@@ -435,6 +509,7 @@ class Daemon:
             await writer_task
             writer.close()
             await _stop_subscriptions(hub, hub_task)
+            await _stop_checkpointer(checkpoint_task)
             await _stop_builder(builder, builder_task)
             raise
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -467,7 +542,10 @@ class Daemon:
             if metrics_server is not None:
                 metrics_server.close()
                 await metrics_server.wait_closed()
+            await _stop_checkpointer(checkpoint_task)
             await _stop_builder(builder, builder_task)
+            self.notifier.status("stopping: writing a checkpoint")
+            await checkpointer.final()
             self.notifier.status("stopped: log synced and closed")
         return 0
 
@@ -591,13 +669,10 @@ def make_embedder(name: str) -> Embedder:
     return HashingEmbedder()
 
 
-def fresh_derived_state(data_dir: Path) -> DerivedState:
-    """Derived state rebuilt from the log: stale chunks from an earlier run are removed."""
-    chunks_dir = data_dir / "chunks"
-    if chunks_dir.exists():
-        shutil.rmtree(chunks_dir)
-    chunks_dir.mkdir(mode=0o700)
-    return DerivedState(chunks_dir)
+async def _stop_checkpointer(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def needs_connection(args: dict[str, Any]) -> dict[str, Any]:

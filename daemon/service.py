@@ -99,6 +99,8 @@ class Service:
         # content waits for the first's commit (and its frames) instead of
         # writing a duplicate.
         self._in_flight: dict[str, tuple[asyncio.Future[Any], dict[str, Frame]]] = {}
+        # Near twins of new frames among built ones (daemon/near_duplicates.py), if set.
+        self.near_duplicates: Callable[[Sequence[Frame]], list[str | None]] | None = None
         self.handlers: dict[str, Handler] = {
             "ping": self.ping,
             "put": self.put,
@@ -180,7 +182,19 @@ class Service:
         stamp = now_ms()
         for index, item in enumerate(inputs):
             # One unpacking rather than eleven attribute reads of the named tuple.
-            content, namespace, kind, tags, importance, metadata, private, source, when, exp = item
+            (
+                content,
+                namespace,
+                kind,
+                tags,
+                importance,
+                metadata,
+                private,
+                source,
+                when,
+                exp,
+                sig,
+            ) = item
             if private:
                 assert self.vault is not None  # checked by _put_inputs
                 fid = self.vault.private_id(namespace, kind, content)
@@ -212,6 +226,7 @@ class Service:
                     private,
                     source,
                     exp,
+                    significance=sig,
                 )
                 written.append(index)
 
@@ -254,6 +269,10 @@ class Service:
                 frame.seq = record.seq
                 apply_put(frame, record)
                 results[index] = _put_result(frame.id, record.seq, frame.timestamp_ms, True)
+            if self.near_duplicates is not None:
+                for index, twin in zip(written, self.near_duplicates(frames), strict=True):
+                    if twin is not None:
+                        results[index]["near_duplicate_of"] = twin  # type: ignore[index]
             return answer() if answer is not None else None
 
         committed = self._writer.submit(events, apply, forget)

@@ -17,6 +17,7 @@ import orjson
 from memoryd.client import errors, protocol
 from memoryd.client.errors import MemorydError
 from memoryd.storage.frame_table import TIMESTAMP_MS_MAX
+from memoryd.storage.search.significance import SIGNIFICANCE_DIMENSIONS
 
 
 def bad_request(message: str, **details: Any) -> MemorydError:
@@ -48,6 +49,8 @@ class FrameInput(NamedTuple):
     source: str
     timestamp_ms: int | None
     expires_at_ms: int | None = None
+    # Significance scores the caller gives, by dimension (None: computed when built).
+    significance: dict[str, float] | None = None
 
 
 # The longest time-to-live a put may ask for: about a hundred years.
@@ -55,6 +58,7 @@ TTL_S_MAX = 100 * 365 * 86_400
 
 _PUT_FIELDS = frozenset(
     (
+        "significance",
         "content",
         "kind",
         "namespace",
@@ -254,6 +258,7 @@ def frame_input(args: dict[str, Any]) -> FrameInput:
         source,
         timestamp_ms,
         expires_at_ms,
+        significance_scores(args, "significance") if "significance" in args else None,
     )
 
 
@@ -269,6 +274,33 @@ def _expiry(args: dict[str, Any]) -> int | None:
     if expires_at_ms is not None and expires_at_ms <= now_ms:
         raise bad_request(f"expires_at_ms ({expires_at_ms}) is not in the future")
     return expires_at_ms
+
+
+def significance_scores(args: dict[str, Any], name: str) -> dict[str, float] | None:
+    """An object of significance dimensions (some or all of the six) to numbers in 0-1."""
+    value = args.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        raise bad_request(
+            f"{name} must be an object of dimension -> score; dimensions: "
+            + ", ".join(SIGNIFICANCE_DIMENSIONS)
+        )
+    out: dict[str, float] = {}
+    for dimension, score in value.items():
+        if dimension not in SIGNIFICANCE_DIMENSIONS:
+            raise bad_request(
+                f"{name}: unknown dimension {str(dimension)[:64]!r}; dimensions: "
+                + ", ".join(SIGNIFICANCE_DIMENSIONS)
+            )
+        if (
+            isinstance(score, bool)
+            or not isinstance(score, int | float)
+            or not (math.isfinite(score) and 0.0 <= score <= 1.0)
+        ):
+            raise bad_request(f"{name}: {dimension} must be a number between 0 and 1")
+        out[dimension] = float(score)
+    return out
 
 
 def batch_inputs(args: dict[str, Any]) -> list[FrameInput]:

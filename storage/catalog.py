@@ -5,23 +5,29 @@ build order, never reused).  Indexes speak doc numbers; the catalog maps them
 back to frame ids and keeps, per doc, the attributes that search filters and
 ranking use, in numpy columns so that a filter is a vectorised mask:
 timestamp, importance, namespace and kind (as small-int codes), liveness,
-and, per tag, the doc numbers that carry it.
+the six significance scores, the fact kind, whether the frame is private,
+its SimHash, where its record is in the log (so that a checkpoint can restore
+the frame table without reading the log), and, per tag, the doc numbers that
+carry it.
 
-Memory: about 26 bytes per doc in columns, plus the id string and two dict
+Memory: about 77 bytes per doc in columns, plus the id string and two dict
 entries, plus 8 bytes per (doc, tag).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from memoryd.storage.search.significance import FACT_KINDS, SIGNIFICANCE_DIMENSIONS
+
 BoolArray = npt.NDArray[np.bool_]
 INITIAL_CAPACITY = 1024
+NO_LOCATION = (0, 0, 0)
 
 
 class _Column:
@@ -47,6 +53,13 @@ class _Column:
     def set(self, index: int, value: float | int | bool) -> None:
         self._data[index] = value
 
+    def restore(self, values: npt.NDArray[Any]) -> None:
+        """Replace the contents with ``values`` (a checkpoint's column)."""
+        self._data = np.array(values, dtype=self._data.dtype)
+        self._size = len(values)
+        if len(self._data) == 0:
+            self._data = np.zeros(INITIAL_CAPACITY, dtype=self._data.dtype)
+
     def nbytes(self) -> int:
         return int(self._data.nbytes)
 
@@ -61,6 +74,9 @@ class Filters:
     since_ms: int | None = None  # inclusive
     until_ms: int | None = None  # exclusive
     min_importance: float | None = None
+    # (dimension, minimum) pairs: a doc must score at least each minimum.
+    min_significance: tuple[tuple[str, float], ...] | None = None
+    fact_kinds: tuple[str, ...] | None = None
 
 
 class Catalog:
@@ -79,6 +95,13 @@ class Catalog:
         self.kinds: dict[str, int] = {}
         self.kind_names: list[str] = []
         self._tag_docs: dict[str, list[int]] = {}
+        self.segment = _Column(np.int64)
+        self.offset = _Column(np.int64)
+        self.length = _Column(np.int64)
+        self.private = _Column(np.bool_)
+        self.fact_kind = _Column(np.uint8)
+        self.simhash = _Column(np.uint64)
+        self.significance = {name: _Column(np.float32) for name in SIGNIFICANCE_DIMENSIONS}
         self.deleted = 0
 
     def __len__(self) -> int:
@@ -97,8 +120,19 @@ class Catalog:
         namespace: str,
         kind: str,
         tags: Iterable[str],
+        *,
+        location: tuple[int, int, int] = NO_LOCATION,
+        private: bool = False,
+        fact_kind: int = 0,
+        significance: Sequence[float] | None = None,
+        simhash: int = 0,
     ) -> int:
-        """Give a new frame the next doc number and record its attributes."""
+        """Give a new frame the next doc number and record its attributes.
+
+        ``location`` is its record's (segment, offset, length); ``fact_kind`` an
+        index into FACT_KINDS; ``significance`` the six scores in
+        SIGNIFICANCE_DIMENSIONS order (zeros when None).
+        """
         doc = len(self.ids)
         self.ids.append(frame_id)
         self.doc_of[frame_id] = doc
@@ -114,6 +148,16 @@ class Catalog:
         self.alive.append(True)
         for tag in tags:
             self._tag_docs.setdefault(tag, []).append(doc)
+        segment, offset, length = location
+        self.segment.append(segment)
+        self.offset.append(offset)
+        self.length.append(length)
+        self.private.append(private)
+        self.fact_kind.append(fact_kind)
+        self.simhash.append(simhash)
+        scores = significance if significance is not None else (0.0,) * len(self.significance)
+        for column, score in zip(self.significance.values(), scores, strict=True):
+            column.append(score)
         return doc
 
     def remove(self, frame_id: str) -> int | None:
@@ -145,17 +189,105 @@ class Catalog:
             carriers = np.zeros_like(mask)
             carriers[self._tag_docs.get(tag, [])] = True
             mask &= carriers
+        for name, minimum in filters.min_significance or ():
+            mask &= self.significance[name].view() >= minimum
+        if filters.fact_kinds is not None:
+            codes = [FACT_KINDS.index(k) for k in filters.fact_kinds if k in FACT_KINDS]
+            mask &= np.isin(self.fact_kind.view(), codes)
         return mask
 
-    def _columns(self) -> tuple[_Column, ...]:
-        return (
-            self.seq,
-            self.timestamp_ms,
-            self.importance,
-            self.namespace_code,
-            self.kind_code,
-            self.alive,
+    def significance_of(self, doc: int) -> dict[str, float]:
+        """The six scores of ``doc``, by dimension name."""
+        return {name: float(column.view()[doc]) for name, column in self.significance.items()}
+
+    def fact_kind_of(self, doc: int) -> str:
+        return FACT_KINDS[int(self.fact_kind.view()[doc])]
+
+    # -- checkpoints ------------------------------------------------------------
+
+    def to_arrays(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
+        """A consistent copy of the catalog as (meta, arrays), for a checkpoint.
+
+        Columns below ``len(self)`` never change except ``alive``, so the others
+        are views (cheap); ``alive``, the ids and the tags are copied.
+        """
+        width = len(self.ids[0]) if self.ids else 0
+        joined = "".join(self.ids)
+        if len(joined) != width * len(self.ids) or not joined.isascii():
+            raise ValueError("frame ids differ in length or are not ASCII: no checkpoint")
+        ids = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+        tags = list(self._tag_docs)
+        tag_counts = np.array([len(self._tag_docs[t]) for t in tags], dtype=np.int64)
+        tag_docs = (
+            np.concatenate([np.asarray(self._tag_docs[t], dtype=np.int64) for t in tags])
+            if tags
+            else np.zeros(0, dtype=np.int64)
         )
+        arrays = {f"catalog.{name}": column.view() for name, column in self._named_columns()}
+        arrays["catalog.alive"] = self.alive.view().copy()
+        arrays["catalog.ids"] = ids
+        arrays["catalog.tag_counts"] = tag_counts
+        arrays["catalog.tag_docs"] = tag_docs
+        meta = {
+            "docs": len(self.ids),
+            "id_chars": width,
+            "namespaces": list(self.namespaces),
+            "kinds": list(self.kind_names),
+            "tags": tags,
+            "deleted": self.deleted,
+        }
+        return meta, arrays
+
+    @classmethod
+    def from_arrays(cls, meta: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> Catalog:
+        """The catalog ``to_arrays`` described; ValueError if the parts disagree."""
+        catalog = cls()
+        n, width = int(meta["docs"]), int(meta["id_chars"])
+        raw = arrays["catalog.ids"].tobytes().decode("ascii")
+        if len(raw) != n * width:
+            raise ValueError("catalog ids and doc count disagree")
+        catalog.ids = [raw[i : i + width] for i in range(0, n * width, width)]
+        for name, column in [*catalog._named_columns(), ("alive", catalog.alive)]:
+            values = arrays[f"catalog.{name}"]
+            if len(values) != n:
+                raise ValueError(f"catalog column {name} has {len(values)} rows, not {n}")
+            column.restore(values)
+        catalog.namespaces = {ns: i for i, ns in enumerate(meta["namespaces"])}
+        catalog.kind_names = list(meta["kinds"])
+        catalog.kinds = {kind: i for i, kind in enumerate(catalog.kind_names)}
+        alive = catalog.alive.view()
+        catalog.doc_of = {catalog.ids[d]: d for d in np.flatnonzero(alive).tolist()}
+        counts = arrays["catalog.tag_counts"]
+        ends = np.cumsum(counts).tolist()
+        docs = arrays["catalog.tag_docs"].tolist()
+        catalog._tag_docs = {
+            tag: docs[end - count : end]
+            for tag, end, count in zip(meta["tags"], ends, counts.tolist(), strict=True)
+        }
+        catalog.deleted = int(meta["deleted"])
+        if catalog.deleted != n - len(catalog.doc_of):
+            raise ValueError("catalog deleted count and liveness disagree")
+        return catalog
+
+    def _named_columns(self) -> list[tuple[str, _Column]]:
+        """Every column but ``alive``, by checkpoint name."""
+        return [
+            ("seq", self.seq),
+            ("timestamp_ms", self.timestamp_ms),
+            ("importance", self.importance),
+            ("namespace_code", self.namespace_code),
+            ("kind_code", self.kind_code),
+            ("segment", self.segment),
+            ("offset", self.offset),
+            ("length", self.length),
+            ("private", self.private),
+            ("fact_kind", self.fact_kind),
+            ("simhash", self.simhash),
+            *((f"significance.{name}", c) for name, c in self.significance.items()),
+        ]
+
+    def _columns(self) -> tuple[_Column, ...]:
+        return (*(column for _, column in self._named_columns()), self.alive)
 
     def memory_bytes(self) -> int:
         per_id = 49 + 32 + 2 * 100  # str object + hex chars + two dict entries, roughly

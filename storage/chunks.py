@@ -156,6 +156,7 @@ def read_chunk(path: Path) -> list[Frame]:
             private=obj["private"],
             source=obj["source"],
             sealed=base64.b64decode(obj["sealed"]) if "sealed" in obj else None,
+            significance=obj.get("significance"),
         )
         for obj in orjson.loads(body)
     ]

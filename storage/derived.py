@@ -3,7 +3,10 @@
 ``DerivedState.build`` folds a run of log entries, in log order, into:
 - immutable chunk files of the frames put (storage/chunks.py);
 - the catalog (doc numbers, filterable attributes, liveness);
-- the search indexes (keyword and vector), when attached.
+- the search indexes (keyword and vector), when attached;
+- per frame, its six significance scores (the caller's, else the heuristic's),
+  its fact kind and its SimHash, and a bounded near-duplicate index over the
+  most recent frames' SimHashes.
 
 It never reads anything but the entries it is given, so running it over the
 whole log from sequence 1 (``memoryd rebuild``) reproduces it exactly.
@@ -43,9 +46,12 @@ from memoryd.storage.events import EventError, Frame, decode_frame_delete, decod
 from memoryd.storage.log import LogEntry, RecordLocation
 from memoryd.storage.record import RecordType
 from memoryd.storage.search import SearchIndex
+from memoryd.storage.search.significance import FACT_KINDS, analyze, effective_significance
+from memoryd.storage.search.simhash import NearDuplicateIndex, simhash_batch
 from memoryd.storage.search.text import TermBatch
 
 UNBUILDABLE_KEPT_MAX = 100  # how many unbuildable records are remembered for stats
+NEAR_DUPLICATE_DOCS_MAX = 100_000  # near twins are looked for among this many recent frames
 
 
 class PrivateAccess(Protocol):
@@ -152,6 +158,8 @@ class PreparedPrivate:
     locations: list[RecordLocation]
     per_index: list[object]
     failed: list[tuple[str, int, str]]  # (frame id, seq, reason): never indexable
+    # Aligned with ``frames``: scores, fact kind code, SimHash (0: never kept for private).
+    annotations: list[tuple[tuple[float, ...], int, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +170,8 @@ class Prepared:
     events: list[PreparedEvent]
     frames: list[Frame]  # every put of the run, in order
     per_index: list[object]  # each index's ``prepare`` of ``frames``
+    # Aligned with ``frames``: scores, fact kind code, SimHash.
+    annotations: list[tuple[tuple[float, ...], int, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +192,7 @@ class BuildStep:
 class Unbuildable:
     seq: int
     reason: str
+    location: RecordLocation | None = None
 
 
 @dataclass(slots=True)
@@ -205,6 +216,11 @@ class DerivedState:
     # indexed (locked, or taken out on lock), and those indexed under the current key.
     private_pending: dict[str, tuple[int, RecordLocation]] = field(default_factory=dict)
     private_indexed: dict[str, tuple[int, RecordLocation]] = field(default_factory=dict)
+    near: NearDuplicateIndex = field(
+        default_factory=lambda: NearDuplicateIndex(NEAR_DUPLICATE_DOCS_MAX)
+    )
+    # Chunk files written since the last checkpoint: it fsyncs them before it refers to them.
+    unsynced_chunks: list[Path] = field(default_factory=list)
 
     def build(self, entries: Sequence[LogEntry]) -> BuildStep:
         """Fold ``entries`` (consecutive, in log order) and store their chunk."""
@@ -229,10 +245,10 @@ class DerivedState:
                     target = decode_frame_delete(record.payload)
                     events.append(PreparedEvent(record.seq, delete_id=target))
             except EventError as exc:
-                events.append(PreparedEvent(record.seq, error=str(exc)))
+                events.append(PreparedEvent(record.seq, error=str(exc), location=entry.location))
         frames = [e.frame for e in events if e.frame is not None and e.frame.sealed is None]
         per_index = [index.prepare(frames) for index in self.indexes] if frames else []
-        return Prepared(entries, events, frames, per_index)
+        return Prepared(entries, events, frames, per_index, annotate(frames))
 
     def apply(self, prepared: Prepared) -> BuildStep:
         """Fold a prepared run into the catalog and the indexes (in memory only).
@@ -246,6 +262,7 @@ class DerivedState:
         positions: list[int] = []  # of each added frame within prepared.frames
         removed: list[int] = []
         put_position = -1
+        locations = {entry.record.seq: entry.location for entry in prepared.entries}
         for event in prepared.events:
             frame = event.frame
             if frame is not None and frame.sealed is not None:
@@ -255,18 +272,22 @@ class DerivedState:
                 put_position += 1
                 if frame.id in self.catalog.doc_of:
                     continue  # a duplicate put that the writer let through: already built
-                docs.append(self._catalog_add(frame))
+                doc = self._catalog_add(
+                    frame, locations[event.seq], prepared.annotations[put_position]
+                )
+                docs.append(doc)
                 added.append(frame)
                 stored.append(frame)
                 positions.append(put_position)
             elif event.delete_id is not None:
                 self.private_pending.pop(event.delete_id, None)
                 self.private_indexed.pop(event.delete_id, None)
-                doc = self.catalog.remove(event.delete_id)
-                if doc is not None:
-                    removed.append(doc)
+                gone = self.catalog.remove(event.delete_id)
+                if gone is not None:
+                    removed.append(gone)
+                    self.near.remove(gone)
             elif event.error is not None:
-                self._note_unbuildable(event.seq, event.error)
+                self._note_unbuildable(event.seq, event.error, event.location)
         if added:
             for index, work in zip(self.indexes, prepared.per_index, strict=True):
                 index.add_frames(docs, added, _select(work, positions, len(prepared.frames)))
@@ -324,14 +345,15 @@ class DerivedState:
             if prepared is None:
                 return None  # the index key changed meanwhile
             work.append(prepared)
-        return PreparedPrivate(key_id, frames, locations, work, failed)
+        return PreparedPrivate(key_id, frames, locations, work, failed, annotate(frames))
 
     def apply_private(self, prepared: PreparedPrivate) -> BuildStep:
         """Index opened private frames, if still pending and under the same key."""
         access = self.private
         for frame_id, seq, reason in prepared.failed:
-            if self.private_pending.pop(frame_id, None) is not None:
-                self._note_unbuildable(seq, reason)
+            pending = self.private_pending.pop(frame_id, None)
+            if pending is not None:
+                self._note_unbuildable(seq, reason, pending[1])
         if access is None or access.index_key_id != prepared.key_id:
             return BuildStep([], False)
         keep = [i for i, f in enumerate(prepared.frames) if f.id in self.private_pending]
@@ -339,11 +361,18 @@ class DerivedState:
         if not frames:
             return BuildStep([], False)
         docs: list[int] = []
-        for frame in frames:
+        for i, frame in zip(keep, frames, strict=True):
             self.private_indexed[frame.id] = self.private_pending.pop(frame.id)
             tags = [blinded_tag_name(tag) for tag in frame.tags]
             blinded_tags = access.blind_terms(tags, prepared.key_id) if tags else []
-            docs.append(self._catalog_add(frame, tags=blinded_tags or []))
+            docs.append(
+                self._catalog_add(
+                    frame,
+                    prepared.locations[i],
+                    prepared.annotations[i],
+                    tags=blinded_tags or [],
+                )
+            )
         for index, work in zip(self.indexes, prepared.per_index, strict=True):
             index.add_frames(docs, frames, _select(work, keep, len(prepared.frames)))
         return BuildStep(frames, False)
@@ -375,9 +404,40 @@ class DerivedState:
             return self.built_seq
         return min(self.built_seq, min(seq for seq, _ in self.private_pending.values()) - 1)
 
-    def _catalog_add(self, frame: Frame, tags: list[str] | None = None) -> int:
+    def pend_restored_private(self) -> int:
+        """Take the private frames a checkpoint restored out of the catalog and the
+        indexes, pending again: they are indexed anew (opened from the log) once the
+        vault is unlocked, under its current index key.  Returns how many."""
+        catalog = self.catalog
+        private = catalog.private.view()
+        alive = catalog.alive.view()
+        count = 0
+        for doc in np.flatnonzero(private & alive).tolist():
+            frame_id = catalog.ids[doc]
+            location = RecordLocation(
+                int(catalog.segment.view()[doc]),
+                int(catalog.offset.view()[doc]),
+                int(catalog.length.view()[doc]),
+            )
+            seq = int(catalog.seq.view()[doc])
+            catalog.remove(frame_id)
+            self.near.remove(doc)
+            for index in self.indexes:
+                index.remove_doc(doc)
+            self.private_pending[frame_id] = (seq, location)
+            count += 1
+        return count
+
+    def _catalog_add(
+        self,
+        frame: Frame,
+        location: RecordLocation,
+        annotation: tuple[tuple[float, ...], int, int],
+        tags: list[str] | None = None,
+    ) -> int:
         self.frames_built += 1
-        return self.catalog.add(
+        scores, fact_kind, simhash = annotation
+        doc = self.catalog.add(
             frame.id,
             frame.seq,
             frame.timestamp_ms,
@@ -385,22 +445,47 @@ class DerivedState:
             frame.namespace,
             frame.kind,
             frame.tags if tags is None else tags,
+            location=(location.segment, location.offset, location.length),
+            private=frame.private,
+            fact_kind=fact_kind,
+            significance=scores,
+            simhash=simhash,
         )
+        if simhash:
+            self.near.add(doc, simhash)
+        return doc
+
+    def near_duplicate_of(self, simhash: int, namespace: str) -> str | None:
+        """The id of a live built frame of ``namespace`` whose SimHash is near ``simhash``."""
+        if not simhash:
+            return None
+        catalog = self.catalog
+        code = catalog.namespaces.get(namespace)
+        if code is None:
+            return None
+        namespace_codes = catalog.namespace_code.view()
+        alive = catalog.alive.view()
+        found = self.near.nearest(
+            simhash, accept=lambda doc: bool(alive[doc]) and int(namespace_codes[doc]) == code
+        )
+        return None if found is None else catalog.ids[found[0]]
 
     def store_chunk(self, frames: Sequence[Frame]) -> None:
         """Write the immutable chunk of frames one ``apply`` added (nothing if none)."""
         if frames:
-            self._count_chunk(write_chunk(self.chunks_dir, frames))
+            info = write_chunk(self.chunks_dir, frames)
+            self.unsynced_chunks.append(info.path)
+            self._count_chunk(info)
 
     def _count_chunk(self, info: ChunkInfo) -> None:
         self.chunks_written += 1
         self.chunk_bytes_stored += info.stored_bytes
         self.chunk_bytes_raw += info.raw_bytes
 
-    def _note_unbuildable(self, seq: int, reason: str) -> None:
+    def _note_unbuildable(self, seq: int, reason: str, location: RecordLocation | None) -> None:
         self.unbuildable_total += 1
         if len(self.unbuildable) < UNBUILDABLE_KEPT_MAX:
-            self.unbuildable.append(Unbuildable(seq, reason))
+            self.unbuildable.append(Unbuildable(seq, reason, location))
 
     def stats(self) -> dict[str, int | float]:
         frames = max(self.frames_built, 1)
@@ -415,7 +500,30 @@ class DerivedState:
             "unbuildable_records": self.unbuildable_total,
             "private_indexed": len(self.private_indexed),
             "private_pending": len(self.private_pending),
+            "near_duplicate_docs": len(self.near),
+            "near_duplicate_bytes": self.near.memory_bytes(),
         }
+
+
+def annotate(frames: Sequence[Frame]) -> list[tuple[tuple[float, ...], int, int]]:
+    """Per frame: its six significance scores, its fact kind's code and its SimHash.
+
+    Deterministic (a rebuild gives the same), and pure: runs on the builder thread.
+    """
+    hashes = simhash_batch([frame.content for frame in frames]).tolist() if frames else []
+    out = []
+    for frame, simhash in zip(frames, hashes, strict=True):
+        analysis = analyze(frame.content)
+        given = frame.significance
+        scores = (
+            analysis.significance.as_tuple()
+            if given is None
+            else effective_significance(frame.content, given)
+        )
+        # A private frame's SimHash would tell about its text: it is never kept.
+        kept = 0 if frame.private else int(simhash)
+        out.append((scores, FACT_KINDS.index(analysis.fact_kind), kept))
+    return out
 
 
 def _select(work: object, positions: list[int], total: int) -> object:

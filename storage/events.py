@@ -7,7 +7,8 @@ the sequence number and the timestamp, so events do not repeat them.
 ``FRAME_PUT`` payload::
 
     {"id": str, "ns": str, "kind": str, "content": str, "tags": [str],
-     "imp": float, "meta": object, "priv": bool, "src": str, "exp"?: int}
+     "imp": float, "meta": object, "priv": bool, "src": str, "exp"?: int,
+     "sig"?: {str: float}}
 
 ``exp`` (present only when the frame has a time-to-live) is when it expires,
 in milliseconds since the epoch: from then on it leaves every query, and
@@ -22,6 +23,11 @@ bound to id, namespace and seq), base64 in ``sealed``::
 The envelope's plaintext is ``{"content": str, "tags": [str], "meta": object,
 "src": str}`` (``private_fields``).  Its id is keyed, not content-addressed
 (see daemon/vault.py), so it reveals nothing of the content either.
+
+``sig`` (present only when the caller gave it) holds significance scores by
+dimension name (storage/search/significance.py), each within 0-1; the builder
+computes the dimensions not given.  A private frame's ``sig`` is sealed with
+its other fields, never in clear.
 
 ``FRAME_DELETE`` payload::
 
@@ -93,10 +99,12 @@ class Frame:
     # A private frame as read from the log: its envelope, with content, tags,
     # metadata and source empty until opened (``with_private_fields``).
     sealed: bytes | None = None
+    # Significance scores the caller gave, by dimension (None: computed when built).
+    significance: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The frame's public representation (the wire protocol's frame object)."""
-        return {
+        out = {
             "id": self.id,
             "seq": self.seq,
             "timestamp_ms": self.timestamp_ms,
@@ -110,6 +118,9 @@ class Frame:
             "source": self.source,
             "expires_at_ms": self.expires_at_ms,
         }
+        if self.significance is not None:
+            out["significance"] = self.significance
+        return out
 
 
 def encode_frame_put(frame: Frame) -> bytes:
@@ -133,6 +144,8 @@ def encode_frame_put(frame: Frame) -> bytes:
     }
     if frame.expires_at_ms is not None:
         obj["exp"] = frame.expires_at_ms
+    if frame.significance is not None:
+        obj["sig"] = frame.significance
     return orjson.dumps(obj)
 
 
@@ -153,9 +166,15 @@ def encode_sealed_put(frame: Frame, envelope: bytes) -> bytes:
 
 def private_fields(frame: Frame) -> bytes:
     """The plaintext a private frame's envelope seals: everything its writer wrote."""
-    return orjson.dumps(
-        {"content": frame.content, "tags": frame.tags, "meta": frame.metadata, "src": frame.source}
-    )
+    fields: dict[str, Any] = {
+        "content": frame.content,
+        "tags": frame.tags,
+        "meta": frame.metadata,
+        "src": frame.source,
+    }
+    if frame.significance is not None:
+        fields["sig"] = frame.significance
+    return orjson.dumps(fields)
 
 
 def with_private_fields(frame: Frame, plaintext: bytes) -> Frame:
@@ -170,6 +189,9 @@ def with_private_fields(frame: Frame, plaintext: bytes) -> Frame:
         and isinstance(src, str)
     ):
         raise EventError("a private frame's sealed fields are malformed")
+    significance = obj.get("sig")
+    if significance is not None and not _valid_scores(significance):
+        raise EventError("a private frame's sealed significance scores are malformed")
     return Frame(
         frame.id,
         frame.seq,
@@ -184,6 +206,7 @@ def with_private_fields(frame: Frame, plaintext: bytes) -> Frame:
         src,
         frame.expires_at_ms,
         frame.sealed,
+        significance,
     )
 
 
@@ -221,11 +244,14 @@ def decode_frame_put(payload: bytes, seq: int, timestamp_ms: int) -> Frame:
             private=bool(obj.get("priv", False)),
             source=obj.get("src", ""),
             expires_at_ms=obj.get("exp"),
+            significance=obj.get("sig"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise EventError(f"frame put payload is missing or mistypes {exc}") from None
     if not (isinstance(frame.id, str) and isinstance(frame.content, str)):
         raise EventError("frame put payload has a non-string id or content")
+    if frame.significance is not None and not _valid_scores(frame.significance):
+        raise EventError("frame put payload has malformed significance scores")
     if frame.expires_at_ms is not None and type(frame.expires_at_ms) is not int:
         raise EventError("frame put payload has a non-integer exp")
     return frame
@@ -262,6 +288,16 @@ def _decode_sealed_put(obj: dict[str, Any], seq: int, timestamp_ms: int) -> Fram
         "",
         expires_at_ms,
         envelope,
+    )
+
+
+def _valid_scores(scores: object) -> bool:
+    return isinstance(scores, dict) and all(
+        isinstance(name, str)
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0.0 <= value <= 1.0
+        for name, value in scores.items()
     )
 
 

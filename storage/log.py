@@ -27,7 +27,7 @@ from memoryd.storage.errors import LogCorruptionError
 from memoryd.storage.fsio import fsync_dir, pread_exact, pwrite_all
 from memoryd.storage.layout import QUARANTINE_DIR_NAME
 from memoryd.storage.record import Record, RecordError, decode_record, encode_record
-from memoryd.storage.recovery import RecoveryReport, recover_log
+from memoryd.storage.recovery import RecoveryReport, TrustedPrefix, recover_log
 from memoryd.storage.segment import (
     READ_FILES_MAX,
     SegmentFile,
@@ -173,13 +173,16 @@ class FileLog:
         now_ms: Callable[[], int] = monotonic_ms,
         fault_injector: Callable[[str], None] | None = None,
         quarantine_dir: Path | None = None,
+        trusted: TrustedPrefix | None = None,
     ) -> tuple[FileLog, RecoveryReport]:
         """Recover the log in ``log_dir`` (creating it if missing), then open it for appends.
 
         ``quarantine_dir`` (default: ``quarantine`` beside ``log_dir``) receives
         a torn tail.  ``now_ms`` times relaxed mode's syncs.  ``fault_injector``
         is a test seam, called with "write" or "sync" just before each write or
-        sync syscall of ``append``/``sync``; it may raise OSError.  Raises
+        sync syscall of ``append``/``sync``; it may raise OSError.  ``trusted`` (a
+        checkpoint's view of the log) spares verifying a prefix that still matches
+        it (see recovery.py).  Raises
         LogCorruptionError (having changed nothing) if the log is corrupt.
         """
         if segment_bytes_max < 1:
@@ -188,7 +191,7 @@ class FileLog:
             raise ValueError(f"relaxed_sync_interval_ms must be >= 0: {relaxed_sync_interval_ms}")
         if quarantine_dir is None:
             quarantine_dir = log_dir.parent / QUARANTINE_DIR_NAME
-        report = recover_log(log_dir, quarantine_dir)
+        report = recover_log(log_dir, quarantine_dir, trusted)
         segments, _others = list_segments(log_dir)
         log = cls(
             log_dir,

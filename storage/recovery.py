@@ -13,23 +13,41 @@ the writer syncs a segment before it starts the next one.  So:
   then the segment is truncated to where the damage starts (and synced).
 * Any other problem is *corruption*: LogCorruptionError is raised and nothing
   is changed.  A start never drops a valid record.
+
+Given a ``TrustedPrefix`` (what a checkpoint of derived state vouches for:
+the log as it was when the checkpoint was written, which that run had
+verified at its own start or appended itself), recovery skips the sealed
+segments before the one holding the checkpoint's record when the files
+still match it exactly (same segments, same sizes, and that record, with
+the same hash, where it was); it verifies that segment and every later one
+in full, as always (the first record's link to the skipped segment is
+taken as written).  Every record read later is still checked (CRC) when
+read, and ``memoryd check`` verifies the whole log offline.  When anything
+differs, the whole log is verified, as without a prefix.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from memoryd.storage.errors import LogCorruptionError
-from memoryd.storage.fsio import fsync_dir, make_dir_durable, read_file, write_new_file_durably
+from memoryd.storage.fsio import (
+    fsync_dir,
+    make_dir_durable,
+    pread_exact,
+    read_file,
+    write_new_file_durably,
+)
 from memoryd.storage.layout import (
     repair_ready_dir,
     repair_tmp_dir,
     torn_tail_file_name,
     unused_path,
 )
-from memoryd.storage.record import GENESIS_HASH
+from memoryd.storage.record import GENESIS_HASH, RecordError, decode_record
 from memoryd.storage.scan import Damage, Link, scan_segment
 from memoryd.storage.segment import SegmentFile, list_segments
 
@@ -63,20 +81,57 @@ class RecoveryReport:
     notices: list[str] = field(default_factory=list)
 
 
-def recover_log(log_dir: Path, quarantine_dir: Path) -> RecoveryReport:
+@dataclass(frozen=True, slots=True)
+class TrustedPrefix:
+    """The log up to one record, as a checkpoint saw it (see the module docstring).
+
+    ``segments``: (first_seq, size) of every segment before segment ``segment``,
+    which holds the record of ``seq`` at ``offset`` (``length`` bytes) whose
+    SHA-256 is ``hash``.
+    """
+
+    segments: tuple[tuple[int, int], ...]
+    seq: int
+    segment: int
+    offset: int
+    length: int
+    hash: bytes
+
+
+def recover_log(
+    log_dir: Path, quarantine_dir: Path, trusted: TrustedPrefix | None = None
+) -> RecoveryReport:
     """Verify the log in ``log_dir`` and cut a torn tail; create ``log_dir`` if missing.
 
-    Raises LogCorruptionError (changing nothing) when the log is damaged other
-    than by a torn tail.  The caller must hold the data directory's lock.
+    With ``trusted``, the prefix it describes is not verified again when the
+    files still match it.  Raises LogCorruptionError (changing nothing) when
+    the log is damaged other than by a torn tail.  The caller must hold the
+    data directory's lock.
     """
     report = RecoveryReport()
     _prepare_log_dir(log_dir, report.notices)
     segments, others = list_segments(log_dir)
     report.notices.extend(f"ignored {name!r} in {log_dir}: not a segment file" for name in others)
     link = Link()
+    start_index = 0
+    if trusted is not None:
+        start = _trusted_start(segments, trusted)
+        if start is None:
+            report.notices.append(
+                "the log does not match the checkpoint's view of it: verified the whole log"
+            )
+        else:
+            start_index = start
+            report.notices.append(
+                f"verified the log from segment {segments[start].path.name}; "
+                f"the checkpoint vouches for the {start} sealed segments before it"
+            )
     for index, segment in enumerate(segments):
+        if index < start_index:
+            continue
         is_last = index == len(segments) - 1
-        report.records += _verify_segment(segment, is_last, link, quarantine_dir, report)
+        adopt = index == start_index and start_index > 0
+        report.records += _verify_segment(segment, is_last, link, quarantine_dir, report, adopt)
     report.segments = len(segments)
     if segments and _remove_misnamed_empty_tail(segments[-1], link.seq, report.notices):
         report.segments -= 1
@@ -112,15 +167,53 @@ def complete_interrupted_repair(log_dir: Path) -> bool:
     return True
 
 
+def _trusted_start(segments: list[SegmentFile], trusted: TrustedPrefix) -> int | None:
+    """The index of the segment where verifying starts, or None if the files differ."""
+    firsts = [s.first_seq for s in segments]
+    if trusted.segment not in firsts:
+        return None
+    index = firsts.index(trusted.segment)
+    if [(s.first_seq, s.size) for s in segments[:index]] != list(trusted.segments):
+        return None
+    segment = segments[index]
+    end = trusted.offset + trusted.length
+    if segment.size < end:
+        return None
+    fd = os.open(segment.path, os.O_RDONLY)
+    try:
+        data = pread_exact(fd, trusted.length, trusted.offset)
+    finally:
+        os.close(fd)
+    try:
+        record = decode_record(data)
+    except RecordError:
+        return None
+    if record.seq != trusted.seq or hashlib.sha256(record.raw).digest() != trusted.hash:
+        return None
+    return index
+
+
 def _verify_segment(
     segment: SegmentFile,
     is_last: bool,
     link: Link,
     quarantine_dir: Path,
     report: RecoveryReport,
+    adopt_link: bool = False,
 ) -> int:
-    """Verify one segment against ``link`` (advancing it); returns its record count."""
+    """Verify one segment against ``link`` (advancing it); returns its record count.
+
+    ``adopt_link``: the segments before were not read, so the link is taken from
+    this segment's first record (its seq - 1 and its prev_hash).
+    """
     buf = read_file(segment.path)
+    if adopt_link and buf:
+        try:
+            first = decode_record(buf)
+        except RecordError:
+            pass  # the scan below reports the damage
+        else:
+            link.seq, link.hash = first.seq - 1, first.prev_hash
     if segment.first_seq <= link.seq:
         raise LogCorruptionError(
             segment.path, 0, "segment_name", f"named {segment.first_seq} after seq {link.seq}"

@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -90,6 +91,29 @@ class DocColumns:
         np.save(path / "importance.npy", self.importance[:n])
         np.save(path / "kind.npy", self.kind[:n])
         (path / "kinds.json").write_text(json.dumps(self.kinds), encoding="utf-8")
+
+    def to_arrays(self) -> tuple[dict[str, Any], dict[str, IntArray]]:
+        """(meta, arrays) for a checkpoint; rows below ``doc_end`` never change."""
+        n = self._doc_end
+        arrays = {
+            "columns.time_ms": self.time_ms[:n],
+            "columns.importance": self.importance[:n],
+            "columns.kind": self.kind[:n],
+        }
+        return {"kinds": list(self.kinds)}, arrays
+
+    @classmethod
+    def from_arrays(cls, meta: dict[str, Any], arrays: dict[str, IntArray]) -> DocColumns:
+        cols = cls()
+        cols.time_ms = np.asarray(arrays["columns.time_ms"], dtype=np.int64)
+        cols.importance = np.asarray(arrays["columns.importance"], dtype=np.float32)
+        cols.kind = np.asarray(arrays["columns.kind"], dtype=np.uint8)
+        cols.kinds = [str(k) for k in meta["kinds"]]
+        cols._codes = {k: i for i, k in enumerate(cols.kinds)}
+        cols._doc_end = int(cols.time_ms.shape[0])
+        if not cols.importance.shape[0] == cols.kind.shape[0] == cols._doc_end:
+            raise ValueError("doc columns differ in length")
+        return cols
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> DocColumns:

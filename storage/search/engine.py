@@ -136,11 +136,14 @@ class SearchIndex:
         text_of: Callable[[int], str] | None = None,
         weights: RankingWeights | None = None,
         blind: Callable[[list[str]], list[str]] | None = None,
+        doc_factor: tuple[str, FloatArray] | None = None,
     ) -> SearchResult:
         """The ``k`` best docs for ``query``; see ``ranking.py`` for how modes score.
 
         ``blind`` maps terms to the tokens private docs are indexed under: with
         it, the query's terms are looked up both ways (a doc holds one kind only).
+        ``doc_factor`` is (name, factor by doc): every score is multiplied by its
+        doc's factor, shown in ``explain`` under that name (e.g. significance).
         """
         if mode not in ranking.MODES:
             raise ValueError(f"unknown mode {mode!r}")
@@ -178,6 +181,18 @@ class SearchIndex:
                 extra["own_relevance"] = relevance
                 relevance = ranking.with_context(cand, relevance, self.columns.time_ms[cand], w)
             parts = self._parts(cand, relevance, now, w, extra)
+        if doc_factor is not None:
+            name, factor = doc_factor
+            extra[name] = np.asarray(factor[cand], dtype=np.float32)
+            parts = ScoreParts(
+                parts.docs,
+                parts.relevance,
+                parts.recency,
+                parts.importance,
+                parts.kind,
+                (parts.score * extra[name]).astype(np.float32),
+                extra,
+            )
         order = np.lexsort((-cand, -parts.score))[:k]
         return SearchResult(cand[order], parts.score[order], parts if explain else None)
 

@@ -36,10 +36,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
+from memoryd.storage.arrayfile import array_to_strings, strings_to_array
 from memoryd.storage.search.arrays import BoolArray, FloatArray, IntArray, grown, mask_at, top_k
 from memoryd.storage.search.impacts import ImpactList, ImpactLists, build_impact_list
 from memoryd.storage.search.postings import (
@@ -561,6 +562,66 @@ class InvertedIndex:
         }
         (path / "inverted.json").write_text(json.dumps(manifest), encoding="utf-8")
 
+    def to_arrays(self) -> tuple[dict[str, Any], dict[str, IntArray]]:
+        """A consistent copy as (meta, arrays) for a checkpoint, without sealing the tail.
+
+        Segments are immutable and per-doc rows below ``doc_end`` change only in
+        ``live``; so segments and lengths are shared, ``df``, ``live`` and the
+        vocabulary are copied.
+        """
+        n = self._doc_end
+        terms_by_id = list(self._vocab)  # ids are assigned in insertion order
+        meta = {
+            "format": checkpoint_format,
+            "k1": self.params.k1,
+            "b": self.params.b,
+            "stemming": self.tokenizer.stemming,
+            "doc_end": n,
+            "n_live": self._n_live,
+            "total_len": self._total_len,
+            "terms": len(terms_by_id) - 1,
+            "sealed": [[s.doc_lo, s.doc_hi] for s in self._sealed],
+            "tail": [[s.doc_lo, s.doc_hi] for s in self._tail],
+        }
+        arrays = {
+            "keyword.vocab": strings_to_array(terms_by_id[1:]),
+            "keyword.df": self._df[: len(terms_by_id)].copy(),
+            "keyword.doc_len": self._doc_len[:n],
+            "keyword.live": self._live[:n].copy(),
+            **_segment_arrays("keyword.sealed", self._sealed),
+            **_segment_arrays("keyword.tail", self._tail),
+        }
+        return meta, arrays
+
+    @classmethod
+    def from_arrays(
+        cls, meta: dict[str, Any], arrays: dict[str, IntArray], tokenizer: Tokenizer | None = None
+    ) -> InvertedIndex:
+        """The index ``to_arrays`` described; ValueError if its parts disagree."""
+        if meta.get("format") != checkpoint_format:
+            raise ValueError(f"unknown keyword checkpoint format {meta.get('format')}")
+        index = cls(Bm25Params(meta["k1"], meta["b"]), tokenizer)
+        if index.tokenizer.stemming != meta["stemming"]:
+            raise ValueError("checkpoint was built with another stemming setting")
+        terms = array_to_strings(arrays["keyword.vocab"])
+        if len(terms) != meta["terms"]:
+            raise ValueError("vocabulary and manifest disagree")
+        index._vocab = dict(zip(["", *terms], range(len(terms) + 1), strict=True))
+        index._df = np.array(arrays["keyword.df"], dtype=np.int64)
+        n = int(meta["doc_end"])
+        index._doc_len = np.array(arrays["keyword.doc_len"], dtype=np.uint32)
+        index._live = np.array(arrays["keyword.live"], dtype=bool)
+        if index._doc_len.shape[0] != n or index._live.shape[0] != n:
+            raise ValueError("per-doc arrays and manifest disagree")
+        if index._df.shape[0] != len(terms) + 1:
+            raise ValueError("document frequencies and vocabulary disagree")
+        index._doc_end = n
+        index._n_live = int(meta["n_live"])
+        index._total_len = int(meta["total_len"])
+        index._sealed = _segments_from("keyword.sealed", meta["sealed"], arrays)
+        index._tail = _segments_from("keyword.tail", meta["tail"], arrays)
+        return index
+
     @classmethod
     def load(
         cls,
@@ -598,6 +659,30 @@ class InvertedIndex:
             }
             index._sealed.append(Segment(doc_lo=int(lo), doc_hi=int(hi), **arrays))
         return index
+
+
+def _segment_arrays(prefix: str, segments: list[Segment]) -> dict[str, IntArray]:
+    out: dict[str, IntArray] = {}
+    for i, seg in enumerate(segments):
+        for name in ("terms", "offsets", "docs", "tfs"):
+            out[f"{prefix}.{i}.{name}"] = getattr(seg, name)
+    return out
+
+
+def _segments_from(
+    prefix: str, bounds: list[list[int]], arrays: dict[str, IntArray]
+) -> list[Segment]:
+    return [
+        Segment(
+            terms=arrays[f"{prefix}.{i}.terms"],
+            offsets=arrays[f"{prefix}.{i}.offsets"],
+            docs=arrays[f"{prefix}.{i}.docs"],
+            tfs=arrays[f"{prefix}.{i}.tfs"],
+            doc_lo=int(lo),
+            doc_hi=int(hi),
+        )
+        for i, (lo, hi) in enumerate(bounds)
+    ]
 
 
 def _no_hits() -> KeywordHits:

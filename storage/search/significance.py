@@ -22,6 +22,17 @@ from typing import Literal
 from memoryd.storage.search.text import DEFAULT_TOKENIZER
 
 FactKind = Literal["procedural", "declarative", "episodic"]
+# Stored as an index into FACT_KINDS (uint8); the order is part of the checkpoint format.
+FACT_KINDS: tuple[FactKind, ...] = ("declarative", "procedural", "episodic")
+# The six dimensions, in the order they are stored and returned.
+SIGNIFICANCE_DIMENSIONS = (
+    "emotional_resonance",
+    "knowledge_value",
+    "relationship_depth",
+    "breakthrough_factor",
+    "temporal_relevance",
+    "pattern_strength",
+)
 
 EMOTION = frozenset(
     """love loved loving hate hated happy happiest sad sadness afraid scared fear angry anger
@@ -69,6 +80,7 @@ _IMPERATIVES = frozenset(
 _DATE_RE = re.compile(
     r"\b(?:\d{4}-\d{2}-\d{2}|\d{1,2}[/.]\d{1,2}[/.]\d{2,4}|(?:19|20)\d{2}|\d{1,2}:\d{2})\b"
 )
+_DIGIT_RE = re.compile(r"\d")
 _NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)?")
 _STEP_RE = re.compile(r"(?m)^\s*(?:\d+[.)]|[-*])\s+|`[^`]+`|\$ ")
 
@@ -85,55 +97,112 @@ class Significance:
     pattern_strength: float
 
     def as_dict(self) -> dict[str, float]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in SIGNIFICANCE_DIMENSIONS}
+
+    def as_tuple(self) -> tuple[float, ...]:
+        return tuple(getattr(self, name) for name in SIGNIFICANCE_DIMENSIONS)
+
+
+def effective_significance(text: str, given: dict[str, float] | None) -> tuple[float, ...]:
+    """The six scores of a frame: the caller's where given, the heuristic's for the rest."""
+    if given is not None and all(name in given for name in SIGNIFICANCE_DIMENSIONS):
+        return tuple(float(given[name]) for name in SIGNIFICANCE_DIMENSIONS)
+    computed = significance(text).as_dict()
+    if given:
+        computed.update(given)
+    return tuple(float(computed[name]) for name in SIGNIFICANCE_DIMENSIONS)
 
 
 def _saturate(evidence: float, scale: float) -> float:
     return round(1.0 - math.exp(-max(evidence, 0.0) / scale), 6)
 
 
-def significance(text: str) -> Significance:
-    """The six scores of ``text``; see the module docstring."""
+# One lookup per word instead of one per lexicon: word -> bit flags.
+_E, _K, _R, _B, _T, _P, _PAST, _PROC, _IMP = (1 << i for i in range(9))
+_FLAGS: dict[str, int] = {}
+for _flag, _words in (
+    (_E, EMOTION),
+    (_K, KNOWLEDGE),
+    (_R, RELATIONSHIP),
+    (_B, BREAKTHROUGH),
+    (_T, TEMPORAL),
+    (_P, PATTERN),
+    (_PAST, _PAST_MARKERS),
+    (_PROC, _PROCEDURE_MARKERS),
+    (_IMP, _IMPERATIVES),
+):
+    for _word in _words:
+        _FLAGS[_word] = _FLAGS.get(_word, 0) | _flag
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """What one pass over a text gives: its significance and its fact kind."""
+
+    significance: Significance
+    fact_kind: FactKind
+
+
+def analyze(text: str) -> Analysis:
+    """``significance(text)`` and ``classify_fact_kind(text)`` in one pass (~10 µs a frame)."""
     words = DEFAULT_TOKENIZER.words(text)
     n = max(len(words), 1)
-    counts = {name: 0 for name in ("e", "k", "r", "b", "t", "p")}
+    e = k = r = b = t = p = past = proc = long_words = 0
+    flags_get = _FLAGS.get
     for w in words:
-        counts["e"] += w in EMOTION
-        counts["k"] += w in KNOWLEDGE
-        counts["r"] += w in RELATIONSHIP
-        counts["b"] += w in BREAKTHROUGH
-        counts["t"] += w in TEMPORAL
-        counts["p"] += w in PATTERN
+        f = flags_get(w, 0)
+        if f:
+            e += f & _E
+            k += (f & _K) >> 1
+            r += (f & _R) >> 2
+            b += (f & _B) >> 3
+            t += (f & _T) >> 4
+            p += (f & _P) >> 5
+            proc += (f & _PROC) >> 7
+            if f & _PAST:
+                past += 1
+                continue
+        if len(w) > 4 and w.endswith("ed"):
+            past += 1
+    for w in words:
+        long_words += len(w) >= 9
     exclaims = min(text.count("!"), 3)
-    numbers = len(_NUMBER_RE.findall(text))
-    dates = len(_DATE_RE.findall(text))
-    long_words = sum(len(w) >= 9 for w in words)
-    return Significance(
-        emotional_resonance=_saturate(counts["e"] + 0.5 * exclaims, 2.0),
-        knowledge_value=_saturate(counts["k"] + 0.3 * numbers + 2.0 * long_words / n * 3, 3.0),
-        relationship_depth=_saturate(counts["r"], 2.0),
-        breakthrough_factor=_saturate(counts["b"] + 0.3 * exclaims, 1.5),
-        temporal_relevance=_saturate(counts["t"] + dates, 1.5),
-        pattern_strength=_saturate(counts["p"], 1.5),
+    # Dates and numbers need a digit: most texts have none, and a search is cheaper.
+    has_digit = _DIGIT_RE.search(text) is not None
+    dates = len(_DATE_RE.findall(text)) if has_digit else 0
+    numbers = len(_NUMBER_RE.findall(text)) if has_digit else 0
+    scores = Significance(
+        emotional_resonance=_saturate(e + 0.5 * exclaims, 2.0),
+        knowledge_value=_saturate(k + 0.3 * numbers + 2.0 * long_words / n * 3, 3.0),
+        relationship_depth=_saturate(r, 2.0),
+        breakthrough_factor=_saturate(b + 0.3 * exclaims, 1.5),
+        temporal_relevance=_saturate(t + dates, 1.5),
+        pattern_strength=_saturate(p, 1.5),
     )
+    return Analysis(scores, _fact_kind(text, words, proc, past, t + dates))
 
 
-def classify_fact_kind(text: str) -> FactKind:
-    """``procedural``, ``episodic`` or ``declarative``; see the module docstring."""
-    words = DEFAULT_TOKENIZER.words(text)
+def _fact_kind(text: str, words: list[str], proc: int, past: int, when: int) -> FactKind:
     if not words:
         return "declarative"
-    steps = len(_STEP_RE.findall(text))
-    proc = sum(w in _PROCEDURE_MARKERS for w in words) + 2 * steps
-    if words[0] in _IMPERATIVES:
+    proc += 2 * len(_STEP_RE.findall(text))
+    if _FLAGS.get(words[0], 0) & _IMP:
         proc += 2
     if "how" in words and "to" in words:
         proc += 1
-    past = sum(w in _PAST_MARKERS or (len(w) > 4 and w.endswith("ed")) for w in words)
-    when = sum(w in TEMPORAL for w in words) + len(_DATE_RE.findall(text))
     episodic = past + (when if past else 0)
     if proc >= 3 and proc >= episodic:
         return "procedural"
     if past >= 1 and episodic >= 2:
         return "episodic"
     return "declarative"
+
+
+def significance(text: str) -> Significance:
+    """The six scores of ``text``; see the module docstring."""
+    return analyze(text).significance
+
+
+def classify_fact_kind(text: str) -> FactKind:
+    """``procedural``, ``episodic`` or ``declarative``; see the module docstring."""
+    return analyze(text).fact_kind

@@ -35,6 +35,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -236,6 +237,51 @@ class VectorIndex:
             "coarse_seed": coarse_seed,
         }
         (path / "vectors.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+    def to_arrays(self) -> tuple[dict[str, Any], dict[str, IntArray]]:
+        """A consistent copy as (meta, arrays) for a checkpoint.
+
+        Rows below ``doc_end`` never change (only ``live`` does), so they are
+        shared; ``live`` is copied.
+        """
+        n = self._doc_end
+        meta = {
+            "format": checkpoint_format,
+            "dim": self.dim,
+            "doc_end": n,
+            "n_live": self._n_live,
+            "coarse_dim": coarse_dim,
+            "coarse_seed": coarse_seed,
+        }
+        arrays = {
+            "vectors.rows": self._rows[:n],
+            "vectors.scale": self._scale[:n],
+            "vectors.coarse": self._coarse[:n],
+            "vectors.live": self._live[:n].copy(),
+        }
+        return meta, arrays
+
+    @classmethod
+    def from_arrays(cls, meta: dict[str, Any], arrays: dict[str, IntArray]) -> VectorIndex:
+        """The index ``to_arrays`` described (arrays are adopted, not copied)."""
+        if meta.get("format") != checkpoint_format:
+            raise ValueError(f"unknown vector checkpoint format {meta.get('format')}")
+        if (meta["coarse_dim"], meta["coarse_seed"]) != (coarse_dim, coarse_seed):
+            raise ValueError("checkpoint was folded differently; rebuild it")
+        index = cls(int(meta["dim"]))
+        n = int(meta["doc_end"])
+        index._rows = np.asarray(arrays["vectors.rows"], dtype=np.int8)
+        index._scale = np.asarray(arrays["vectors.scale"], dtype=np.float32)
+        index._coarse = np.asarray(arrays["vectors.coarse"], dtype=np.float32)
+        index._live = np.asarray(arrays["vectors.live"], dtype=bool)
+        index._doc_end = n
+        index._n_live = int(meta["n_live"])
+        shapes = (index._rows.shape, index._scale.shape, index._coarse.shape, index._live.shape)
+        if shapes != ((n, index.dim), (n,), (n, coarse_dim), (n,)):
+            raise ValueError("vector arrays and manifest disagree")
+        if int(index._live.sum()) != index._n_live:
+            raise ValueError("vector liveness and manifest disagree")
+        return index
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> VectorIndex:

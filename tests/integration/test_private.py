@@ -301,6 +301,44 @@ def test_subscribers_see_private_frames_opened_not_sealed(
             assert marker is not None and marker.content == "a public marker"
 
 
+def test_private_frames_survive_checkpointed_restarts_indexed_or_pending(
+    tmp_path: Path, socket_dir: Path
+) -> None:
+    proc = vault_daemon(tmp_path, socket_dir).start()
+    try:
+        with Client(proc.socket_path) as client:
+            client.unlock(passphrase=PASSPHRASE, create=True)
+            indexed = client.put("the lighthouse keeper whistles", private=True)
+            public = client.put("the harbour opens at dawn")
+            client.search("lighthouse", mode="keyword", min_seq=public.seq)
+        assert proc.terminate() == 0  # unlocked: the checkpoint holds it indexed (blinded)
+        assert (proc.data_dir / "checkpoint" / "derived.ckpt").is_file()
+
+        proc.start()
+        with Client(proc.socket_path) as client:
+            assert client.stats()["start_checkpoint_problem"] is None
+            with pytest.raises(MemorydError) as locked:
+                client.get(indexed.id)
+            assert _code(locked) == "locked"  # still there, sealed
+            assert client.search("lighthouse", mode="keyword").hits == ()
+            client.unlock(passphrase=PASSPHRASE)
+            pending = client.put("the ferry sails without lights", private=True)
+            hits = client.search("lighthouse", mode="keyword", min_seq=pending.seq).hits
+            assert hits[0].frame.id == indexed.id
+            client.lock()  # both private frames now wait for the vault: no checkpoint
+        assert proc.terminate() == 0
+
+        proc.start()
+        with Client(proc.socket_path) as client:
+            client.unlock(passphrase=PASSPHRASE)
+            for put, word in ((indexed, "lighthouse"), (pending, "ferry")):
+                hits = client.search(word, mode="keyword", min_seq=put.seq).hits
+                assert hits[0].frame.id == put.id
+            assert client.get(public.id).content == "the harbour opens at dawn"
+    finally:
+        proc.ensure_stopped()
+
+
 def test_a_key_file_unlocks_at_start_and_a_missing_one_stops_the_start(
     tmp_path: Path, socket_dir: Path
 ) -> None:

@@ -104,6 +104,8 @@ def test_no_plaintext_of_a_private_frame_reaches_any_file_or_log(
             words = str(frames[0]["content"]).split()
             assert client.search(words[1], mode="keyword", min_seq=last).hits[0].frame.id == ids[0]
         assert proc.terminate() == 0
+        # The clean stop checkpointed the indexes, private frames in them (blinded): scanned too.
+        assert (proc.data_dir / "checkpoint" / "derived.ckpt").is_file()
 
         proc.start()
         with Client(proc.socket_path) as client:

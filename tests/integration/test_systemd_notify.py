@@ -67,6 +67,7 @@ def test_lifecycle_messages_in_order(
         "RELOADING=1\nMONOTONIC_USEC=*",
         f"READY=1\nSTATUS=serving 4 frames on {sock}",
         "STOPPING=1\nSTATUS=stopping: finishing requests in flight",
+        "STATUS=stopping: writing a checkpoint",
         "STATUS=stopped: log synced and closed",
     ]
 

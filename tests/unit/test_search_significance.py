@@ -70,3 +70,12 @@ def test_near_duplicate_index_matches_brute_force(
     assert index.nearest(probe) == expected
     docs, hs = index.to_arrays()
     assert NearDuplicateIndex.from_arrays(docs, hs).nearest(probe) == expected
+
+
+def test_simhash_batch_matches_one_by_one_and_bounds_long_texts() -> None:
+    from memoryd.storage.search.simhash import simhash_batch, simhash_words_max
+
+    texts = ["", "one", "one two", "one two three", "a b c d e f g", "x " * 10]
+    assert simhash_batch(texts).tolist() == [simhash(t) for t in texts]
+    head = " ".join(f"w{i}" for i in range(simhash_words_max))
+    assert simhash(head + " tail words") == simhash(head + " other ending")

@@ -1,0 +1,222 @@
+"""Array files: named numpy arrays and a small JSON header in one checksummed file.
+
+The container of checkpoints (storage/checkpoint.py).  No pickle: every array is
+a plain numeric dtype, stored as its raw little-endian bytes, described by name,
+dtype string and shape in the header; strings travel as UTF-8 in uint8 arrays.
+
+Layout (little-endian)::
+
+    offset  size  field
+    0       4     magic          b"MDA\\x01"
+    4       1     version        1
+    5       3     reserved       0
+    8       8     header length  H
+    16      8     body length    B
+    24      4     CRC-32         of the header bytes, then the body bytes
+    28      4     CRC-32         of the header bytes alone (``read_array_meta``)
+    32      H     header         JSON: {"meta": {...}, "arrays": [[name, dtype, shape, offset]]}
+    32+H    B     body           each array's bytes at its offset (64-byte aligned)
+
+``write_array_file`` is atomic: it writes a temporary file beside the target,
+fsyncs it, renames it over the target and fsyncs the folder, so a reader sees
+the old file or the new one, whole.  ``read_array_file`` verifies magic,
+version, lengths and the CRC before returning anything; a file that fails is
+an ``ArrayFileError``, never half-trusted.  Arrays it returns are writable and
+share one buffer (no copy per array).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+
+from memoryd.storage.fsio import fsync_dir
+
+ARRAY_FILE_MAGIC = b"MDA\x01"
+ARRAY_FILE_VERSION = 1
+ARRAY_FILE_HEADER = struct.Struct("<4sB3xQQII")
+ARRAY_FILE_PREFIX_BYTES = ARRAY_FILE_HEADER.size  # 32
+ARRAY_ALIGN_BYTES = 64
+ARRAY_FILE_HEADER_BYTES_MAX = 64 * 1024 * 1024  # a header is names and shapes: far below this
+WRITE_PIECE_BYTES = 8 * 1024 * 1024  # written (and checked for cancellation) this much at a time
+_DTYPE_KINDS = frozenset("biuf")  # bool, signed, unsigned, float: nothing that pickles
+
+assert ARRAY_FILE_PREFIX_BYTES == 32
+
+
+class ArrayFileError(ValueError):
+    """An array file is missing, damaged, of another version, or not an array file."""
+
+
+class WriteCancelledError(Exception):
+    """``write_array_file`` was told to stop; the target is unchanged."""
+
+
+def _crc(header: bytes, body: list[memoryview]) -> int:
+    crc = zlib.crc32(header)
+    for piece in body:
+        crc = zlib.crc32(piece, crc)
+    return crc
+
+
+def write_array_file(
+    path: Path,
+    meta: Mapping[str, Any],
+    arrays: Mapping[str, npt.NDArray[Any]],
+    cancelled: Callable[[], bool] = lambda: False,
+) -> int:
+    """Write ``meta`` and ``arrays`` to ``path`` atomically; returns the file's size.
+
+    ``cancelled`` is polled between pieces: when it turns true the temporary
+    file is removed and WriteCancelledError raised, leaving ``path`` as it was.
+    """
+    entries: list[list[Any]] = []
+    pieces: list[memoryview] = []
+    offset = 0
+    for name, array in arrays.items():
+        data = np.ascontiguousarray(array)
+        if data.dtype.kind not in _DTYPE_KINDS:
+            raise ValueError(f"array {name!r} has dtype {data.dtype}, not a plain number type")
+        data = data.astype(data.dtype.newbyteorder("<"), copy=False)
+        pad = (-offset) % ARRAY_ALIGN_BYTES
+        if pad:
+            pieces.append(memoryview(bytes(pad)))
+            offset += pad
+        entries.append([name, data.dtype.str, list(data.shape), offset])
+        raw = memoryview(data.reshape(-1).view(np.uint8).data) if data.size else memoryview(b"")
+        pieces.append(raw)
+        offset += raw.nbytes
+    header = json.dumps({"meta": dict(meta), "arrays": entries}).encode("utf-8")
+    prefix = ARRAY_FILE_HEADER.pack(
+        ARRAY_FILE_MAGIC,
+        ARRAY_FILE_VERSION,
+        len(header),
+        offset,
+        _crc(header, pieces),
+        zlib.crc32(header),
+    )
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        try:
+            _write_all(fd, memoryview(prefix + header), cancelled)
+            for piece in pieces:
+                _write_all(fd, piece, cancelled)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return ARRAY_FILE_PREFIX_BYTES + len(header) + offset
+
+
+def _write_all(fd: int, data: memoryview, cancelled: Callable[[], bool]) -> None:
+    for start in range(0, data.nbytes, WRITE_PIECE_BYTES):
+        if cancelled():
+            raise WriteCancelledError("array file write cancelled")
+        piece = data[start : start + WRITE_PIECE_BYTES]
+        while piece.nbytes:
+            piece = piece[os.write(fd, piece) :]
+
+
+def _read_header(path: Path, f: BinaryIO) -> tuple[bytes, int, int]:
+    """(header bytes, body length, CRC of all) after checking the prefix and header CRC."""
+    prefix = f.read(ARRAY_FILE_PREFIX_BYTES)
+    if len(prefix) < ARRAY_FILE_PREFIX_BYTES:
+        raise ArrayFileError(f"{path}: shorter than an array file header")
+    magic, version, header_len, body_len, crc, header_crc = ARRAY_FILE_HEADER.unpack(prefix)
+    if magic != ARRAY_FILE_MAGIC:
+        raise ArrayFileError(f"{path}: not an array file")
+    if version != ARRAY_FILE_VERSION:
+        raise ArrayFileError(f"{path}: array file version {version}, not {ARRAY_FILE_VERSION}")
+    size = os.fstat(f.fileno()).st_size
+    if header_len > ARRAY_FILE_HEADER_BYTES_MAX or (
+        ARRAY_FILE_PREFIX_BYTES + header_len + body_len != size
+    ):
+        raise ArrayFileError(f"{path}: lengths in the header do not match the file size")
+    header = f.read(header_len)
+    if len(header) != header_len or zlib.crc32(header) != header_crc:
+        raise ArrayFileError(f"{path}: checksum mismatch (header)")
+    return header, body_len, crc
+
+
+def read_array_meta(path: Path) -> dict[str, Any]:
+    """Only the meta of an array file (its header CRC checked, the body not read)."""
+    try:
+        with path.open("rb") as f:
+            header, _body_len, _crc_all = _read_header(path, f)
+    except OSError as exc:
+        raise ArrayFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        meta = json.loads(header)["meta"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ArrayFileError(f"{path}: malformed header: {exc}") from None
+    if not isinstance(meta, dict):
+        raise ArrayFileError(f"{path}: malformed header: meta is not an object")
+    return meta
+
+
+def read_array_file(path: Path) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
+    """The meta and arrays of a file ``write_array_file`` wrote; ArrayFileError if damaged."""
+    try:
+        with path.open("rb") as f:
+            header, body_len, crc = _read_header(path, f)
+            body = bytearray(body_len)
+            if f.readinto(body) != body_len:
+                raise ArrayFileError(f"{path}: the file ended early")
+    except OSError as exc:
+        raise ArrayFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if zlib.crc32(body, zlib.crc32(header)) != crc:
+        raise ArrayFileError(f"{path}: checksum mismatch")
+    try:
+        parsed = json.loads(header)
+        arrays = {
+            name: _array_at(body, dtype, shape, offset)
+            for name, dtype, shape, offset in parsed["arrays"]
+        }
+        meta = parsed["meta"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ArrayFileError(f"{path}: malformed header: {exc}") from None
+    if not isinstance(meta, dict):
+        raise ArrayFileError(f"{path}: malformed header: meta is not an object")
+    return meta, arrays
+
+
+def _array_at(body: bytearray, dtype: str, shape: list[int], offset: int) -> npt.NDArray[Any]:
+    kind = np.dtype(dtype)
+    if kind.kind not in _DTYPE_KINDS:
+        raise ValueError(f"dtype {dtype} is not a plain number type")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if offset < 0 or offset + count * kind.itemsize > len(body):
+        raise ValueError("an array lies outside the body")
+    out: npt.NDArray[Any] = np.frombuffer(body, dtype=kind, count=count, offset=offset)
+    return out.reshape(shape)
+
+
+def strings_to_array(strings: list[str]) -> npt.NDArray[Any]:
+    """Strings (no NUL inside) as one uint8 array: UTF-8, each followed by NUL."""
+    if not strings:
+        return np.zeros(0, dtype=np.uint8)
+    joined = "\x00".join(strings) + "\x00"
+    return np.frombuffer(joined.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+
+
+def array_to_strings(array: npt.NDArray[Any]) -> list[str]:
+    """The inverse of ``strings_to_array``."""
+    if array.shape[0] == 0:
+        return []
+    text = array.tobytes().decode("utf-8", "surrogatepass")
+    if not text.endswith("\x00"):
+        raise ArrayFileError("a string array is not NUL-terminated")
+    return text[:-1].split("\x00")
