@@ -46,7 +46,7 @@ from memoryd.crypto.nonces import new_salt
 if TYPE_CHECKING:
     from memoryd.crypto.keyring import Keyring
 
-DATA_KEY_POOL_KEYS = 256  # keys made (and synced) per refill: one fdatasync per 256 seals
+DATA_KEY_POOL_KEYS = 2048  # keys made (and synced) per refill: one fdatasync per 2048 seals
 # Data keys re-wrapped per rotation step, by default: small, so that a step's two
 # writes (under the mutex) and its CPU time (under the GIL) stay short.
 ROTATION_STEP_KEYS_MAX = 256
@@ -156,21 +156,42 @@ class UnlockedKeyring:
         finally:
             data_key.wipe()
 
+    @property
+    def data_key_pool_low(self) -> bool:
+        """Whether the pool is below half (a hint, read without the lock)."""
+        return len(self._pool) < DATA_KEY_POOL_KEYS // 2
+
     def fill_data_key_pool(self) -> int:
         """Refill the data key pool if it is below half; how many keys were made.
 
-        For the daemon to call off the request path (its writer thread, after a
-        group) so that seals never wait for the refill's fdatasync.
+        For the daemon to call off the request path (a thread of its own): the
+        keys are made and synced under the keyring's mutex only, so seals keep
+        taking keys from the pool meanwhile and never wait for the fdatasync.
+        Keys made while a ``lock`` runs stay in the store unused, as after a crash.
         """
         with self._pool_lock:
             self._require_unlocked()
             if len(self._pool) >= DATA_KEY_POOL_KEYS // 2:
                 return 0
-            with self._keyring._mutex:
-                return self._refill_pool()
+        with self._keyring._mutex:
+            self._require_unlocked()
+            made = self._make_data_keys()
+        with self._pool_lock:
+            if self.locked:
+                for _, key in made:
+                    key.wipe()
+                return 0
+            self._pool.extend(made)
+        return len(made)
 
     def _refill_pool(self) -> int:
-        """Make a batch of data keys, durably (both locks are held)."""
+        """Make a batch of data keys, durably, into the pool (both locks are held)."""
+        made = self._make_data_keys()
+        self._pool.extend(made)
+        return len(made)
+
+    def _make_data_keys(self) -> list[tuple[int, SecretKey]]:
+        """A batch of data keys, durable in the store before they are returned (mutex held)."""
         self._require_unlocked()
         store = self._keyring._store
         current = self._vaults[self._current_id]
@@ -186,8 +207,7 @@ class UnlockedKeyring:
             for key in keys:
                 key.wipe()
             raise
-        self._pool.extend(zip(ids, keys, strict=True))
-        return len(keys)
+        return list(zip(ids, keys, strict=True))
 
     # -- blinded index terms -------------------------------------------------------
 

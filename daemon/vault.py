@@ -32,6 +32,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,10 @@ class Vault:
         self._rotation_task: asyncio.Task[None] | None = None
         self.rotation_error: str | None = None
         self.frames_forgotten = 0
+        # Data keys are made ahead, on a thread of their own, whenever the pool runs
+        # low: a seal on the writer's thread then never waits for their fdatasync.
+        self._refill_lock = threading.Lock()
+        self._refill_thread: threading.Thread | None = None
 
     # -- state -----------------------------------------------------------------------
 
@@ -190,6 +195,7 @@ class Vault:
 
     def set_unlocked(self, unlocked: UnlockedKeyring) -> None:
         self._unlocked = unlocked
+        self._refill_soon(unlocked)
         log.info("vault unlocked")
         self._changed()
         self._resume_rotation()
@@ -229,9 +235,32 @@ class Vault:
         log.info("vault locked: keys dropped from memory")
         return self.status()
 
+    def _refill_soon(self, unlocked: UnlockedKeyring) -> None:
+        """Refill the data key pool on a thread of its own, one refill at a time."""
+        with self._refill_lock:
+            if self._refill_thread is not None and self._refill_thread.is_alive():
+                return
+            self._refill_thread = threading.Thread(
+                target=self._refill, args=(unlocked,), name="memoryd-data-keys", daemon=True
+            )
+            self._refill_thread.start()
+
+    @staticmethod
+    def _refill(unlocked: UnlockedKeyring) -> None:
+        try:
+            unlocked.fill_data_key_pool()
+        except LockedError:
+            pass  # locked meanwhile: nothing to refill
+        except Exception:  # a seal refills the pool itself if it must; never lost silently
+            log.exception("making data keys ahead failed; seals will make them as needed")
+
     def close(self) -> None:
         """At shutdown (after the rotation task is stopped): lock and close the key files."""
         self._unlocked = None
+        with self._refill_lock:
+            refill = self._refill_thread
+        if refill is not None:
+            refill.join()  # its append must finish before the key files close
         if self._keyring is not None:
             self._keyring.close()
 
@@ -273,6 +302,8 @@ class Vault:
                 raise locked_error("private put refused") from None
             except CryptoError as exc:
                 raise MemorydError(errors.LIMIT_EXCEEDED, str(exc)) from None
+            if unlocked.data_key_pool_low:
+                self._refill_soon(unlocked)
             return encode_sealed_put(frame, envelope)
 
         return seal
