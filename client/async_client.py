@@ -545,6 +545,12 @@ class AsyncClient:
         """Begin a vault key rotation; it runs in the background (see vault_status)."""
         return await self._execute(ops.rotate_key())
 
+    async def change_master(
+        self, *, passphrase: str | None = None, key: str | None = None
+    ) -> dict[str, Any]:
+        """Wrap the vault keys under a new passphrase or key; no memory is re-encrypted."""
+        return await self._execute(ops.change_master(passphrase=passphrase, key=key))
+
     async def vault_status(self) -> dict[str, Any]:
         """The vault's state: no vault, locked or unlocked, and any rotation."""
         return await self._execute(ops.vault_status())

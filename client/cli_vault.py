@@ -60,6 +60,19 @@ def add_vault_commands(subparsers: Subparsers) -> None:
     add("lock", "lock private memories: the daemon drops their keys").set_defaults(func=_lock)
     add("rotate-key", "replace the vault key, in the background").set_defaults(func=_rotate)
     add("vault-status", "print the vault's state").set_defaults(func=_vault_status)
+    change = add(
+        "change-passphrase",
+        "wrap the vault keys under a new passphrase or key (no memory is re-encrypted; "
+        "the vault must be unlocked)",
+    )
+    new_source = change.add_mutually_exclusive_group()
+    new_source.add_argument(
+        "--passphrase-file", type=Path, metavar="PATH", help="the new passphrase; mode 0600"
+    )
+    new_source.add_argument(
+        "--key-file", type=Path, metavar="PATH", help="the new key: 32 bytes raw, hex or base64"
+    )
+    change.set_defaults(func=_change_master, create=True)
 
 
 def _read_secret(path: Path) -> bytes:
@@ -141,6 +154,12 @@ def _lock(client: Client, args: argparse.Namespace) -> None:
 @_command
 def _rotate(client: Client, args: argparse.Namespace) -> None:
     _show(client.rotate_key(), args)
+
+
+@_command
+def _change_master(client: Client, args: argparse.Namespace) -> None:
+    # ``create`` makes _secret ask for a typed passphrase twice.
+    _show(client.change_master(**_secret(args)), args)
 
 
 @_command

@@ -409,6 +409,14 @@ def rotate_key() -> Call[dict[str, Any]]:
     return Call("rotate_key", {}, _identity, idempotent=False)
 
 
+def change_master(*, passphrase: str | None = None, key: str | None = None) -> Call[dict[str, Any]]:
+    """Wrap the vault keys under a new passphrase or key (the vault must be unlocked)."""
+    if (passphrase is None) == (key is None):
+        raise ValueError("give one of passphrase or key")
+    args: dict[str, Any] = {"passphrase": passphrase} if key is None else {"key": key}
+    return Call("change_master", args, _identity, idempotent=False)
+
+
 def vault_status() -> Call[dict[str, Any]]:
     return Call("vault_status", {}, _identity)
 

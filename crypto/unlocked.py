@@ -6,7 +6,8 @@ whose entries are already durable in the data key store, so a seal does no
 I/O of its own except, once every ``DATA_KEY_POOL_KEYS`` seals, one append and
 one fdatasync to refill the pool (``fill_data_key_pool`` does that ahead of
 time).  The pool's unused keys are destroyed on ``lock``; after a crash they
-stay in the store, unused (at most ``DATA_KEY_POOL_KEYS`` per crash).
+stay in the store, unused (at most 1.5 x ``DATA_KEY_POOL_KEYS`` per crash: a
+half-empty pool and the batch being made).
 
 Threads: every method may be called from any thread.  Seals take keys from the
 pool under a lock of their own and need the keyring's mutex only to refill;

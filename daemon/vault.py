@@ -442,6 +442,24 @@ class Vault:
 
     # -- rotation ---------------------------------------------------------------------------
 
+    async def change_master(self, master: MasterKey) -> dict[str, Any]:
+        """The ``change_master`` op: re-wrap the vault keys under a new passphrase or
+        key (on a thread: the KDF is slow); no memory is re-encrypted.  Wipes ``master``.
+
+        The keyring file is replaced atomically: after a crash the old master or
+        the new one opens it, never neither.
+        """
+        try:
+            unlocked = self.require("change_master refused")
+            try:
+                await asyncio.to_thread(unlocked.change_master, master)
+            except LockedError:
+                raise locked_error("change_master refused") from None
+        finally:
+            master.wipe()
+        log.info("vault master changed: the vault keys are wrapped by the new one")
+        return self.status()
+
     async def rotate(self) -> dict[str, Any]:
         """The ``rotate_key`` op: begin a rotation (durably), run it in the background."""
         unlocked = self.require("rotate_key refused")

@@ -1,4 +1,4 @@
-"""The vault's ops: ``unlock``, ``lock``, ``rotate_key`` and ``vault_status``.
+"""The vault's ops: ``unlock``, ``lock``, ``rotate_key``, ``vault_status`` and ``change_master``.
 
 ``unlock`` takes the secret over the socket, which only the daemon's own user
 (or root, or ``allowed_uids``) can reach (SO_PEERCRED)::
@@ -33,7 +33,7 @@ def _master(args: dict[str, Any], kdf: str) -> MasterKey:
         raise validation.bad_request(f"unknown field(s): {', '.join(sorted(unknown))}")
     passphrase, key = args.get("passphrase"), args.get("key")
     if (passphrase is None) == (key is None):
-        raise validation.bad_request("unlock takes one of passphrase or key")
+        raise validation.bad_request("give one of passphrase or key")
     if passphrase is not None:
         if not isinstance(passphrase, str) or not passphrase:
             raise validation.bad_request("passphrase must be a non-empty string")
@@ -71,6 +71,7 @@ class VaultOps:
             "lock": self.lock,
             "rotate_key": self.rotate_key,
             "vault_status": self.vault_status,
+            "change_master": self.change_master,
         }
 
     def unlock(self, args: dict[str, Any]) -> Result:
@@ -83,6 +84,14 @@ class VaultOps:
     def lock(self, args: dict[str, Any]) -> Result:
         _no_args(args, "lock")
         return asyncio.ensure_future(self._vault.lock())
+
+    def change_master(self, args: dict[str, Any]) -> Result:
+        """The new master: ``passphrase`` or ``key`` (as for ``unlock``); the vault
+        must be unlocked, which the current master already proved."""
+        if "create" in args:
+            raise validation.bad_request("unknown field(s): create")
+        master = _master(args, self._kdf)
+        return asyncio.ensure_future(self._vault.change_master(master))
 
     def rotate_key(self, args: dict[str, Any]) -> Result:
         _no_args(args, "rotate_key")

@@ -144,7 +144,7 @@ def capture(
     withheld_docs = np.flatnonzero(withheld[: index.vectors.doc_end]).astype(np.int64)
     if withheld_docs.shape[0]:
         vectors = {name: array.copy() for name, array in vectors.items()}
-        for name in ("vectors.rows", "vectors.scale", "vectors.coarse"):
+        for name in ("vectors.rows", "vectors.scale", "vectors.coarse", "vectors.coarse_scale"):
             vectors[name][withheld_docs] = 0
     arrays.update(vectors)
     arrays["vectors.withheld"] = withheld_docs
@@ -290,6 +290,7 @@ def _put_back_vectors(
     vectors._rows[docs] = fresh._rows[: docs.shape[0]]
     vectors._scale[docs] = fresh._scale[: docs.shape[0]]
     vectors._coarse[docs] = fresh._coarse[: docs.shape[0]]
+    vectors._coarse_scale[docs] = fresh._coarse_scale[: docs.shape[0]]
 
 
 def _restore_near_duplicates(derived: DerivedState) -> None:

@@ -257,6 +257,7 @@ class VectorIndex:
             "vectors.rows": self._rows[:n],
             "vectors.scale": self._scale[:n],
             "vectors.coarse": self._coarse[:n],
+            "vectors.coarse_scale": self._coarse_scale[:n],
             "vectors.live": self._live[:n].copy(),
         }
         return meta, arrays
@@ -272,12 +273,19 @@ class VectorIndex:
         n = int(meta["doc_end"])
         index._rows = np.asarray(arrays["vectors.rows"], dtype=np.int8)
         index._scale = np.asarray(arrays["vectors.scale"], dtype=np.float32)
-        index._coarse = np.asarray(arrays["vectors.coarse"], dtype=np.float32)
+        index._coarse = np.asarray(arrays["vectors.coarse"], dtype=np.int8)
+        index._coarse_scale = np.asarray(arrays["vectors.coarse_scale"], dtype=np.float32)
         index._live = np.asarray(arrays["vectors.live"], dtype=bool)
         index._doc_end = n
         index._n_live = int(meta["n_live"])
-        shapes = (index._rows.shape, index._scale.shape, index._coarse.shape, index._live.shape)
-        if shapes != ((n, index.dim), (n,), (n, coarse_dim), (n,)):
+        shapes = (
+            index._rows.shape,
+            index._scale.shape,
+            index._coarse.shape,
+            index._coarse_scale.shape,
+            index._live.shape,
+        )
+        if shapes != ((n, index.dim), (n,), (n, coarse_dim), (n,), (n,)):
             raise ValueError("vector arrays and manifest disagree")
         if int(index._live.sum()) != index._n_live:
             raise ValueError("vector liveness and manifest disagree")

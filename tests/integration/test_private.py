@@ -339,6 +339,42 @@ def test_private_frames_survive_checkpointed_restarts_indexed_or_pending(
         proc.ensure_stopped()
 
 
+def test_change_master_rewraps_keys_so_only_the_new_secret_unlocks(
+    tmp_path: Path, vault_proc: DaemonProcess
+) -> None:
+    new_passphrase = "a new and longer passphrase"
+    with Client(vault_proc.socket_path) as client:
+        with pytest.raises(MemorydError) as refused:
+            client.change_master(passphrase=new_passphrase)
+        assert _code(refused) == "locked"  # no vault yet: nothing to change
+        client.unlock(passphrase=PASSPHRASE, create=True)
+        secret = client.put("the cellar key hangs by the door", private=True)
+        before = client.vault_status()
+        status = client.change_master(passphrase=new_passphrase)
+        assert status["data_keys_live"] == before["data_keys_live"]  # nothing re-encrypted
+        assert status["vault_key_id"] == before["vault_key_id"]
+        client.lock()
+        with pytest.raises(MemorydError) as wrong:
+            client.unlock(passphrase=PASSPHRASE)
+        assert _code(wrong) == "wrong_key"
+        client.unlock(passphrase=new_passphrase)
+        assert client.get(secret.id).content == "the cellar key hangs by the door"
+        client.lock()
+    # The command line, to a key file this time: then only that key unlocks.
+    key_file = secret_file(tmp_path / "master.key", bytes(range(32)))
+    passphrase_file = secret_file(tmp_path / "pass", new_passphrase + "\n")
+    socket = vault_proc.socket_path
+    assert memoryd("unlock", "--passphrase-file", str(passphrase_file), socket=socket).code == 0
+    run = memoryd("change-passphrase", "--key-file", str(key_file), socket=socket)
+    assert run.code == 0, run.err
+    assert memoryd("lock", socket=socket).code == 0
+    assert memoryd("unlock", "--passphrase-file", str(passphrase_file), socket=socket).code != 0
+    assert memoryd("unlock", "--key-file", str(key_file), socket=socket).code == 0
+    with Client(socket) as client:
+        assert client.get(secret.id).content == "the cellar key hangs by the door"
+        assert client.vault_status()["master"] == "key"
+
+
 def test_a_key_file_unlocks_at_start_and_a_missing_one_stops_the_start(
     tmp_path: Path, socket_dir: Path
 ) -> None:
