@@ -155,8 +155,13 @@ def frames_args(frames: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def put_batch(frames: Iterable[Mapping[str, Any]]) -> Call[list[PutResult]]:
+def put_batch(
+    frames: Iterable[Mapping[str, Any]], near_duplicates: bool = False
+) -> Call[list[PutResult]]:
     frame_list = frames_args(frames)
+    args: dict[str, Any] = {"frames": frame_list}
+    if near_duplicates:
+        args["near_duplicates"] = True
 
     def decode(result: dict[str, Any]) -> list[PutResult]:
         results = result.get("results")
@@ -167,7 +172,7 @@ def put_batch(frames: Iterable[Mapping[str, Any]]) -> Call[list[PutResult]]:
             )
         return [PutResult.from_wire(item) for item in results]
 
-    return Call("put_batch", {"frames": frame_list}, decode)
+    return Call("put_batch", args, decode)
 
 
 def get(frame_id: str) -> Call[Frame]:

@@ -122,9 +122,14 @@ class Client:
             )
         )
 
-    def put_batch(self, frames: Iterable[Mapping[str, Any]]) -> list[PutResult]:
-        """Store frames (put arguments as mappings) all or nothing; results in the same order."""
-        return self._execute(ops.put_batch(frames))
+    def put_batch(
+        self, frames: Iterable[Mapping[str, Any]], *, near_duplicates: bool = False
+    ) -> list[PutResult]:
+        """Store frames (put arguments as mappings) all or nothing; results in the same order.
+
+        ``near_duplicates``: also name each frame's near twin (as ``put`` always does).
+        """
+        return self._execute(ops.put_batch(frames, near_duplicates))
 
     def get(self, frame_id: str) -> Frame:
         """The live frame with that id; NotFoundError if there is none."""

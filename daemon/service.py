@@ -128,12 +128,18 @@ class Service:
     # -- writes --------------------------------------------------------------------
 
     def put(self, args: dict[str, Any]) -> Result:
-        return self._put_inputs([validation.frame_input(args)], single=True)
+        return self._put_inputs([validation.frame_input(args)], single=True, near=True)
 
     def put_batch(self, args: dict[str, Any]) -> Result:
-        return self._put_inputs(validation.batch_inputs(args), single=False)
+        # Near twins only when asked: a bulk load would pay a SimHash a frame for them.
+        near = args.get("near_duplicates", False)
+        if not isinstance(near, bool):
+            raise validation.bad_request("near_duplicates must be true or false")
+        return self._put_inputs(validation.batch_inputs(args), single=False, near=near)
 
-    def _put_inputs(self, inputs: list[validation.FrameInput], *, single: bool) -> Result:
+    def _put_inputs(
+        self, inputs: list[validation.FrameInput], *, single: bool, near: bool
+    ) -> Result:
         if any(item.private for item in inputs):
             if self.vault is None:
                 raise MemorydError(
@@ -157,7 +163,9 @@ class Service:
 
         if new:
             # Usually the writer's future is the answer itself: no future or task on top.
-            committed = self._submit_frames(new, written, results, None if waits else answer)
+            committed = self._submit_frames(
+                new, written, results, None if waits else answer, near=near
+            )
             if not waits:
                 return committed
             waits[committed] = None
@@ -236,8 +244,11 @@ class Service:
         written: list[int],
         results: list[dict[str, Any] | None],
         answer: Callable[[], dict[str, Any]] | None,
+        *,
+        near: bool = True,
     ) -> asyncio.Future[Any]:
-        """Commit ``new``; once durable, fold it in, fill its results and return ``answer()``."""
+        """Commit ``new``; once durable, fold it in, fill its results (with near twins
+        when ``near``) and return ``answer()``."""
         frames = list(new.values())
         in_flight = self._in_flight
         projection = self._projection
@@ -255,6 +266,8 @@ class Service:
             ]
             events = tombstones + events
 
+        twins: list[str | None] = []  # each frame's near twin, filled once submitted
+
         def forget() -> None:
             for fid in new:
                 del in_flight[fid]
@@ -269,14 +282,18 @@ class Service:
                 frame.seq = record.seq
                 apply_put(frame, record)
                 results[index] = _put_result(frame.id, record.seq, frame.timestamp_ms, True)
-            if self.near_duplicates is not None:
-                for index, twin in zip(written, self.near_duplicates(frames), strict=True):
-                    if twin is not None:
-                        results[index]["near_duplicate_of"] = twin  # type: ignore[index]
+            for index, twin in zip(written, twins, strict=False):
+                if twin is not None:
+                    results[index]["near_duplicate_of"] = twin  # type: ignore[index]
             return answer() if answer is not None else None
 
         committed = self._writer.submit(events, apply, forget)
         in_flight.update(dict.fromkeys(new, (committed, new)))
+        if near and self.near_duplicates is not None:
+            # Looked for now, while the writer syncs: the loop would otherwise wait idle,
+            # so the put's latency does not grow.  (Twins are among built frames, which
+            # the commit does not change.)
+            twins.extend(self.near_duplicates(frames))
         return committed
 
     def _payload(self, frame: Frame) -> bytes | Callable[[int], bytes]:

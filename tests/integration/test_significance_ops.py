@@ -107,7 +107,10 @@ def test_a_put_reports_its_near_twin_among_built_frames(client: Client) -> None:
     assert other_namespace.near_duplicate_of is None
     unrelated = client.put("a completely different memory about sailing boats at dawn")
     assert unrelated.near_duplicate_of is None
-    batch = client.put_batch([{"content": text.replace("four", "seven")}, {"content": "zebra"}])
+    frames = [{"content": text.replace("four", "seven")}, {"content": "zebra"}]
+    quiet = client.put_batch([{"content": text.replace("four", "nine")}])
+    assert quiet[0].near_duplicate_of is None  # a batch looks for twins only when asked
+    batch = client.put_batch(frames, near_duplicates=True)
     assert batch[0].near_duplicate_of == first.id and batch[1].near_duplicate_of is None
     client.delete(first.id)
     client.search("x", min_seq=client.stats()["last_seq"])

@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memoryd.storage.search.significance import classify_fact_kind, significance
-from memoryd.storage.search.simhash import NearDuplicateIndex, hamming, near_bits_max, simhash
+from memoryd.storage.search.simhash import (
+    NearDuplicateIndex,
+    hamming,
+    near_bits_max,
+    simhash,
+    simhash_batch,
+)
 
 
 def test_scores_are_in_range_and_deterministic() -> None:
@@ -79,3 +85,14 @@ def test_simhash_batch_matches_one_by_one_and_bounds_long_texts() -> None:
     assert simhash_batch(texts).tolist() == [simhash(t) for t in texts]
     head = " ".join(f"w{i}" for i in range(simhash_words_max))
     assert simhash(head + " tail words") == simhash(head + " other ending")
+
+
+def test_a_lone_texts_simhash_equals_its_hash_within_a_batch() -> None:
+    rng = random.Random(11)
+    words = ["harbour", "light", "keeper", "ferry", "dawn", "rope", "gull", "tide", "é", "🌈"]
+    texts = ["", "one", "two words", "exactly three words"] + [
+        " ".join(rng.choice(words) for _ in range(rng.randint(1, 300))) for _ in range(200)
+    ]
+    together = simhash_batch(texts).tolist()
+    alone = [int(simhash_batch([text])[0]) for text in texts]
+    assert alone == together
