@@ -101,6 +101,11 @@ class Service:
         self._in_flight: dict[str, tuple[asyncio.Future[Any], dict[str, Frame]]] = {}
         # Near twins of new frames among built ones (daemon/near_duplicates.py), if set.
         self.near_duplicates: Callable[[Sequence[Frame]], list[str | None]] | None = None
+        # Frames submitted that want their near twin, and the twins found, by frame object:
+        # the first put of a commit group to be applied looks for every waiting frame's
+        # twin in one batch (one SimHash pass), so pipelined puts share the cost.
+        self._near_waiting: dict[int, Frame] = {}
+        self._near_found: dict[int, str | None] = {}
         self.handlers: dict[str, Handler] = {
             "ping": self.ping,
             "put": self.put,
@@ -266,13 +271,20 @@ class Service:
             ]
             events = tombstones + events
 
-        twins: list[str | None] = []  # each frame's near twin, filled once submitted
+        wants_twins = near and self.near_duplicates is not None
+        if wants_twins:
+            self._near_waiting.update((id(frame), frame) for frame in frames)
 
         def forget() -> None:
             for fid in new:
                 del in_flight[fid]
+            if wants_twins:  # committed or failed: nothing of it may linger
+                for frame in frames:
+                    self._near_waiting.pop(id(frame), None)
+                    self._near_found.pop(id(frame), None)
 
         def apply(appended: Sequence[AppendedRecord]) -> dict[str, Any] | None:
+            twins = self._twins(frames) if wants_twins else []
             forget()
             if expired:
                 for fid, record in zip(expired, appended, strict=False):
@@ -289,12 +301,17 @@ class Service:
 
         committed = self._writer.submit(events, apply, forget)
         in_flight.update(dict.fromkeys(new, (committed, new)))
-        if near and self.near_duplicates is not None:
-            # Looked for now, while the writer syncs: the loop would otherwise wait idle,
-            # so the put's latency does not grow.  (Twins are among built frames, which
-            # the commit does not change.)
-            twins.extend(self.near_duplicates(frames))
         return committed
+
+    def _twins(self, frames: Sequence[Frame]) -> list[str | None]:
+        """The near twins of ``frames`` (committed): found with every waiting frame's."""
+        found = self._near_found
+        if any(id(frame) not in found for frame in frames):
+            waiting = list(self._near_waiting.values())
+            assert self.near_duplicates is not None
+            found.update(zip(map(id, waiting), self.near_duplicates(waiting), strict=True))
+            self._near_waiting.clear()
+        return [found.pop(id(frame), None) for frame in frames]
 
     def _payload(self, frame: Frame) -> bytes | Callable[[int], bytes]:
         """A public frame's payload now; a private one's sealer, run by the writer."""

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from memoryd.client import Client, NotFoundError, RequestError
+from memoryd.storage.search.simhash import hamming, near_bits_max, simhash
 from tests.integration.daemon_process import DaemonProcess
 
 DIMENSIONS = (
@@ -116,6 +117,31 @@ def test_a_put_reports_its_near_twin_among_built_frames(client: Client) -> None:
     client.search("x", min_seq=client.stats()["last_seq"])
     again = client.put(text.replace("four", "eight"))
     assert again.near_duplicate_of in (None, twin.id, batch[0].id)  # never the deleted one
+
+
+def test_pipelined_puts_each_get_their_near_twin(client: Client) -> None:
+    text = (
+        "the night ferry to the northern islands leaves from pier nine at eleven and "
+        "returns at dawn when the weather allows, otherwise it waits in the harbour"
+    )
+    first = client.put(text)
+    client.search("x", min_seq=first.seq)
+    # Texts one word longer, kept when their SimHash is within the twin distance.
+    words = [f"w{i}x{j}" for i in range(60) for j in range(3)]
+    near = [
+        f"{text} {word}"
+        for word in words
+        if hamming(simhash(text), simhash(f"{text} {word}")) <= near_bits_max
+    ][:40]
+    assert len(near) >= 20
+    variants = [{"content": content} for content in near]
+    variants.append({"content": "nothing like the others: a recipe for plum jam"})
+    results = client.pipeline_put(variants, window=16)
+    # Each names the original, or a variant put before it that was built meanwhile.
+    for position, result in enumerate(results[:-1]):
+        earlier = {first.id} | {r.id for r in results[:position]}
+        assert result.near_duplicate_of in earlier
+    assert results[-1].near_duplicate_of is None
 
 
 def test_important_reads_most_important_first_with_keywords_filters_and_pages(
