@@ -175,9 +175,13 @@ class VectorIndex:
         qf = self._fold(q[None, :])[0]
         n = self._doc_end
         rough = np.empty(n, dtype=np.float32)
+        # One float32 buffer for every chunk's conversion: no allocation per chunk.
+        floats = np.empty((min(n, coarse_chunk_rows), coarse_dim), dtype=np.float32)
         for lo in range(0, n, coarse_chunk_rows):
             hi = min(n, lo + coarse_chunk_rows)
-            np.matmul(self._coarse[lo:hi].astype(np.float32), qf, out=rough[lo:hi])
+            chunk = floats[: hi - lo]
+            np.copyto(chunk, self._coarse[lo:hi], casting="unsafe")
+            np.matmul(chunk, qf, out=rough[lo:hi])
         rough *= self._coarse_scale[:n]
         rough[~allowed] = -np.inf
         want = min(max(coarse_candidates, k), rough.shape[0])
