@@ -681,8 +681,8 @@ def needs_connection(args: dict[str, Any]) -> dict[str, Any]:
     raise MemorydError(errors.INTERNAL, "this op is served by the connection")
 
 
-async def _stop_subscriptions(hub: SubscriptionHub, task: asyncio.Task[None]) -> None:
-    hub.stop()
+async def _finish_or_cancel(task: asyncio.Task[None]) -> None:
+    """Let a task told to stop finish within BUILDER_STOP_DEADLINE_S, else cancel it."""
     try:
         async with asyncio.timeout(BUILDER_STOP_DEADLINE_S):
             await task
@@ -690,17 +690,17 @@ async def _stop_subscriptions(hub: SubscriptionHub, task: asyncio.Task[None]) ->
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def _stop_subscriptions(hub: SubscriptionHub, task: asyncio.Task[None]) -> None:
+    hub.stop()
+    await _finish_or_cancel(task)
 
 
 async def _stop_builder(builder: Builder, task: asyncio.Task[None]) -> None:
     builder.stop()
     try:
-        async with asyncio.timeout(BUILDER_STOP_DEADLINE_S):
-            await task
-    except TimeoutError:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _finish_or_cancel(task)
     finally:
         # Waits for a prepare step already running on the builder thread (one chunk).
         builder.close()
