@@ -220,7 +220,7 @@ def load_checkpoint(
     except ArrayFileError as exc:
         raise CheckpointError(str(exc)) from None
     try:
-        return _restore(meta, arrays, path, log, embedder, chunks_dir, restore_vectors, started)
+        return _restore(meta, arrays, data_dir, log, embedder, chunks_dir, restore_vectors, started)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise CheckpointError(f"{path}: inconsistent checkpoint: {exc}") from None
 
@@ -228,13 +228,14 @@ def load_checkpoint(
 def _restore(
     meta: dict[str, Any],
     arrays: dict[str, npt.NDArray[Any]],
-    path: Path,
+    data_dir: Path,
     log: EventLog,
     embedder: Embedder,
     chunks_dir: Path,
     restore_vectors: RestoreVectors | None,
     started: float,
 ) -> Restored:
+    path = checkpoint_path(data_dir)
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {meta.get('format')}, not ours")
     if meta["model_id"] != embedder.model_id:
@@ -247,6 +248,10 @@ def _restore(
         raise CheckpointError(
             f"{path}: made at seq {built_seq}, which this log does not hold as it was"
         )
+    # The catalog holds records' locations: segments rewritten since (by compaction,
+    # repair or a restore) move them, even when the checkpoint's own record stays put.
+    if meta["log_prefix"] != _log_prefix(data_dir, resume_at):
+        raise CheckpointError(f"{path}: the log's segments before seq {built_seq} have changed")
     catalog = Catalog.from_arrays(meta["catalog"], arrays)
     index = SearchIndex(
         embedder,

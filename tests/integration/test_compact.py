@@ -52,3 +52,43 @@ def test_compact_between_runs_reclaims_space_and_keeps_every_live_frame(
     finally:
         assert daemon.terminate() == 0
     assert memoryd("check", "--data-dir", str(data_dir)).code == 0
+
+
+def test_a_checkpoint_made_before_a_compaction_is_not_trusted_after_it(
+    tmp_path: Path, socket_dir: Path
+) -> None:
+    config = tmp_path / "memoryd.toml"
+    config.write_text("segment_bytes_max = 1048576\n")
+    data_dir = tmp_path / "data"
+    socket_path = socket_dir / "memoryd.sock"
+    daemon = DaemonProcess(data_dir, socket_path, "--config", str(config)).start()
+    big = "w" * (100 * 1024)
+    try:
+        with Client(socket_path) as client:
+            stored = client.put_batch(
+                [{"content": f"{n} {big}", "tags": [str(n)]} for n in range(30)]
+            )
+            for result in stored[::2]:
+                client.delete(result.id)
+            last = client.put("the last word before the stop")
+            client.search("last word", min_seq=last.seq)
+            before = {f.id: dataclasses.asdict(f) for f in client.recent(limit=1000).frames}
+    finally:
+        assert daemon.terminate() == 0  # a clean stop: a checkpoint of every location
+    assert (data_dir / "checkpoint" / "derived.ckpt").is_file()
+    run = memoryd("compact", "--data-dir", str(data_dir), "--json")
+    assert run.code == 0 and run.json()["segments_rewritten"] >= 1, run.err
+
+    daemon = DaemonProcess(data_dir, socket_path, "--config", str(config)).start()
+    try:
+        with Client(socket_path) as client:
+            # The frames moved: the checkpoint's locations are refused, not served.
+            assert "changed" in str(client.stats()["start_checkpoint_problem"])
+            after = {f.id: dataclasses.asdict(f) for f in client.recent(limit=1000).frames}
+            assert after == before
+            for frame_id, fields in before.items():
+                assert client.get(frame_id).content == fields["content"]
+            hits = client.search("last word", mode="keyword", min_seq=last.seq).hits
+            assert hits[0].frame.id == last.id
+    finally:
+        assert daemon.terminate() == 0
