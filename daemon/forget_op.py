@@ -29,7 +29,7 @@ from memoryd.client import errors, protocol
 from memoryd.client.errors import MemorydError
 from memoryd.daemon import validation
 from memoryd.daemon.builder import Builder
-from memoryd.daemon.vault import Vault
+from memoryd.daemon.vault import NO_VAULT, Vault
 from memoryd.daemon.writer import CommitWriter, Event
 from memoryd.storage import AppendedRecord, EventLog
 from memoryd.storage.catalog import Filters
@@ -135,8 +135,8 @@ class ForgetOp:
         listed but unreadable, never deleted yet readable from a backup.
         """
         vault = self._vault
-        if vault is None:
-            return
+        if vault is None or vault.state == NO_VAULT:
+            return  # no vault ever: no frame is sealed, none need reading back
         table = self._projection.table
         slots = [slot for slot in map(table.get, batch) if slot is not None]
         sealed = [f for f in (frame_at(self._log, s) for s in slots) if f.sealed is not None]
