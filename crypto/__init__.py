@@ -20,7 +20,7 @@ Typical use::
 Synchronous; imports neither asyncio nor any other memoryd package.
 """
 
-from memoryd.crypto.aad import Aad, frame_aad
+from memoryd.crypto.aad import Aad, encode_frame_aad, frame_aad
 from memoryd.crypto.blinding import BLIND_TERM_BYTES
 from memoryd.crypto.envelope import PLAINTEXT_BYTES_MAX
 from memoryd.crypto.errors import (
@@ -88,6 +88,7 @@ __all__ = [
     "WrongKeyError",
     "argon2id_available",
     "default_kdf_params",
+    "encode_frame_aad",
     "frame_aad",
     "frame_key_id",
 ]

@@ -98,27 +98,41 @@ class Aad:
 
 def frame_aad(frame_id: str, namespace: str, seq: int) -> Aad:
     """The AAD of a private frame's content: its id, its namespace and its record's seq."""
+    fields = (("id", frame_id), ("ns", namespace), ("seq", seq))
+    return Aad._encoded_by_caller(FRAME_PURPOSE, fields, encode_frame_aad(frame_id, namespace, seq))
+
+
+def encode_frame_aad(frame_id: str, namespace: str, seq: int) -> bytes:
+    """``frame_aad(frame_id, namespace, seq).encode()``, without making the ``Aad``
+    (a batch of seals needs the bytes only)."""
     _, id_raw = _encode_value(frame_id)
     _, ns_raw = _encode_value(namespace)
     _, seq_raw = _encode_value(seq)
-    encoded = b"".join(
-        (_FRAME_HEAD, _U32.pack(len(id_raw)), id_raw, _FRAME_NS, _U32.pack(len(ns_raw)), ns_raw)
+    return b"".join(
+        (
+            _FRAME_HEAD,
+            _U32.pack(len(id_raw)),
+            id_raw,
+            _FRAME_NS,
+            _U32.pack(len(ns_raw)),
+            ns_raw,
+            _FRAME_SEQ,
+            seq_raw,
+        )
     )
-    fields = (("id", frame_id), ("ns", namespace), ("seq", seq))
-    return Aad._encoded_by_caller(FRAME_PURPOSE, fields, encoded + _FRAME_SEQ + seq_raw)
 
 
 def key_aad(purpose: str, keyring_id: bytes, name: str, key_id: int) -> Aad:
     """The AAD of a wrapped key: ``purpose`` with ``keyring`` and the key's id as ``name``."""
     _, id_raw = _encode_value(key_id)
-    before, after = _key_aad_frame(purpose, keyring_id, name)
+    before, after = key_aad_frame(purpose, keyring_id, name)
     pairs: list[tuple[str, AadValue]] = [("keyring", keyring_id), (name, key_id)]
     fields = tuple(sorted(pairs, key=lambda pair: pair[0]))
     return Aad._encoded_by_caller(purpose, fields, before + id_raw + after)
 
 
 @functools.lru_cache(maxsize=16)
-def _key_aad_frame(purpose: str, keyring_id: bytes, name: str) -> tuple[bytes, bytes]:
+def key_aad_frame(purpose: str, keyring_id: bytes, name: str) -> tuple[bytes, bytes]:
     """The encoding of the key AAD around its id: found by encoding two ids that differ
     in all eight bytes."""
     low = Aad.of(purpose, keyring=keyring_id, **{name: 0}).encode()

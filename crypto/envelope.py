@@ -1,15 +1,17 @@
 """The sealed envelope: AES-256-GCM with a header naming the key (FORMAT.md section 4).
 
-``seal_envelope`` and ``open_envelope`` are the only code that encrypts or
-decrypts in memoryd.  The header (magic, version, algorithm, key kind, key id)
-is authenticated together with the caller's AAD, so neither can be changed
-without ``open_envelope`` raising ``TamperedError``; that error carries the key
-id and a reason, never any content.
+``seal_envelope`` (with its batch form ``seal_envelopes``) and
+``open_envelope`` are the only code that encrypts or decrypts in memoryd.  The
+header (magic, version, algorithm, key kind, key id) is authenticated together
+with the caller's AAD, so neither can be changed without ``open_envelope``
+raising ``TamperedError``; that error carries the key id and a reason, never
+any content.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import NoReturn
@@ -20,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from memoryd.crypto.aad import Aad
 from memoryd.crypto.errors import LimitError, TamperedError
 from memoryd.crypto.keys import SecretKey
-from memoryd.crypto.nonces import NONCE_BYTES, new_nonce
+from memoryd.crypto.nonces import NONCE_BYTES, new_nonce, new_nonces
 
 MAGIC = b"MDE\x01"
 FORMAT_VERSION = 1
@@ -116,6 +118,30 @@ def seal_envelope(key: EnvelopeKey, plaintext: bytes | bytearray, aad: Aad) -> b
     nonce = new_nonce()
     sealed = key._aead.encrypt(nonce, plaintext, header + aad.encode())
     return header + nonce + sealed
+
+
+def seal_envelopes(
+    keys: Sequence[EnvelopeKey], plaintexts: Sequence[bytes | bytearray], aads: Sequence[bytes]
+) -> list[bytes]:
+    """``seal_envelope`` of each plaintext under its key, bound to its AAD, in one pass.
+
+    ``aads`` are encoded AADs (``Aad.encode()``, or a fast path a test holds equal
+    to it): a batch (a pool of wrapped data keys, a batch of private frames) skips
+    making an ``Aad`` each.  Each envelope gets its own fresh nonce; the output is
+    what ``seal_envelope`` would give, byte for byte, for those nonces.
+    """
+    if not len(keys) == len(plaintexts) == len(aads):
+        raise ValueError("seal_envelopes needs one key and one AAD per plaintext")
+    if any(len(plaintext) > PLAINTEXT_BYTES_MAX for plaintext in plaintexts):
+        raise LimitError("plaintext_bytes_max", max(map(len, plaintexts)), PLAINTEXT_BYTES_MAX)
+    pack = _HEADER.pack
+    out = []
+    for key, nonce, plaintext, aad in zip(
+        keys, new_nonces(len(plaintexts)), plaintexts, aads, strict=True
+    ):
+        header = pack(MAGIC, FORMAT_VERSION, Algorithm.AES_256_GCM, key.kind, key.key_id)
+        out.append(header + nonce + key._aead.encrypt(nonce, plaintext, header + aad))
+    return out
 
 
 def open_envelope(key: EnvelopeKey, blob: bytes, aad: Aad) -> bytes:

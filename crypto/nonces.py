@@ -21,6 +21,12 @@ def new_nonce() -> bytes:
     return os.urandom(NONCE_BYTES)
 
 
+def new_nonces(count: int) -> list[bytes]:
+    """``count`` fresh random 12-byte nonces from one read of the CSPRNG (a batch of seals)."""
+    pool = os.urandom(NONCE_BYTES * count)
+    return [pool[i : i + NONCE_BYTES] for i in range(0, len(pool), NONCE_BYTES)]
+
+
 def new_salt() -> bytes:
     """A fresh random KDF salt."""
     return os.urandom(SALT_BYTES)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
@@ -34,13 +34,14 @@ from memoryd.crypto.envelope import (
     open_envelope,
     read_header,
     seal_envelope,
+    seal_envelopes,
 )
 from memoryd.crypto.errors import LimitError, LockedError, RotationError, TamperedError
 from memoryd.crypto.heldkeys import HeldKey, master_subkeys, wrap_vault_key
 from memoryd.crypto.keyring_file import VAULT_KEY_ID_MAX
 from memoryd.crypto.keys import SecretKey, generate_key, generate_keys
 from memoryd.crypto.keystore import HEADER_BYTES, Entry
-from memoryd.crypto.keywrap import data_key_aad, unwrap_key, wrap_key
+from memoryd.crypto.keywrap import data_key_aad, unwrap_key, wrap_data_keys, wrap_key
 from memoryd.crypto.master import MasterKey, MasterKind
 from memoryd.crypto.nonces import new_salt
 
@@ -129,6 +130,31 @@ class UnlockedKeyring:
         finally:
             data_key.wipe()
 
+    def seal_frames(
+        self, plaintexts: Sequence[bytes | bytearray], aads: Sequence[bytes]
+    ) -> list[bytes]:
+        """``seal_frame`` of each plaintext, each under a fresh data key, in one pass.
+
+        ``aads`` are encoded frame AADs (``encode_frame_aad``).  The keys are
+        taken from the pool together, refilled (durably) while it runs short.
+        """
+        if any(len(plaintext) > PLAINTEXT_BYTES_MAX for plaintext in plaintexts):
+            raise LimitError("plaintext_bytes_max", max(map(len, plaintexts)), PLAINTEXT_BYTES_MAX)
+        count = len(plaintexts)
+        with self._pool_lock:
+            self._require_unlocked()
+            while len(self._pool) < count:
+                with self._keyring._mutex:
+                    self._refill_pool()
+            pool = self._pool
+            taken = [pool.popleft() for _ in range(count)]
+        try:
+            keys = [EnvelopeKey(KeyKind.DATA, key_id, data_key) for key_id, data_key in taken]
+            return seal_envelopes(keys, plaintexts, aads)
+        finally:
+            for _, data_key in taken:
+                data_key.wipe()
+
     def open_frame(self, blob: bytes, aad: Aad) -> bytes:
         """The plaintext of a sealed frame.
 
@@ -199,16 +225,15 @@ class UnlockedKeyring:
         ids = store.allocate_ids(DATA_KEY_POOL_KEYS)
         keys = generate_keys(DATA_KEY_POOL_KEYS)
         try:
-            entries = [
-                (key_id, wrap_key(current.envelope, key, data_key_aad(self._keyring_id, key_id)))
-                for key_id, key in zip(ids, keys, strict=True)
-            ]
+            made = list(zip(ids, keys, strict=True))
+            wrapped = wrap_data_keys(current.envelope, self._keyring_id, made)
+            entries = list(zip(ids, wrapped, strict=True))
             store.append(entries, current.key_id)  # durable before any key seals anything
         except BaseException:
             for key in keys:
                 key.wipe()
             raise
-        return list(zip(ids, keys, strict=True))
+        return made
 
     # -- blinded index terms -------------------------------------------------------
 

@@ -53,6 +53,23 @@ def _existing(frame_id_: str, slot: FrameSlot) -> dict[str, Any]:
     return _put_result(frame_id_, slot.seq, slot.key // SEQ_SPACE, False)
 
 
+def _sealing(
+    vault: Vault, events: list[Event], frames: list[Frame], sealed_at: list[int], offset: int
+) -> Callable[[int], list[bytes]]:
+    """The deferred payloads of ``events``: those of ``frames[i]`` for i in ``sealed_at``
+    (at ``offset + i`` among the events) sealed by ``vault`` once the seqs are known."""
+    private = [frames[i] for i in sealed_at]
+
+    def payloads(first_seq: int) -> list[bytes]:
+        out = [payload for _, _, payload in events]
+        seqs = [first_seq + offset + i for i in sealed_at]
+        for i, payload in zip(sealed_at, vault.seal_puts(private, seqs), strict=True):
+            out[offset + i] = payload
+        return out
+
+    return payloads
+
+
 def _then(
     source: asyncio.Future[Any], fn: Callable[[asyncio.Future[Any]], Any]
 ) -> asyncio.Future[Any]:
@@ -258,8 +275,15 @@ class Service:
         in_flight = self._in_flight
         projection = self._projection
         apply_put = projection.apply_put
+        # A private frame's payload is a placeholder until the writer seals it.
+        vault = self.vault
+        sealed_at = (
+            [i for i, frame in enumerate(frames) if frame.private] if vault is not None else []
+        )
+        sealed = set(sealed_at)
         events: list[Event] = [
-            (_FRAME_PUT, frame.timestamp_ms, self._payload(frame)) for frame in frames
+            (_FRAME_PUT, frame.timestamp_ms, b"" if i in sealed else encode_frame_put(frame))
+            for i, frame in enumerate(frames)
         ]
         # Expired frames put again: a tombstone first, so that the put is a new frame.
         table = projection.table
@@ -270,6 +294,10 @@ class Service:
                 (_FRAME_DELETE, stamp, encode_frame_delete(fid)) for fid in expired
             ]
             events = tombstones + events
+        deferred = None
+        if sealed_at:
+            assert vault is not None
+            deferred = _sealing(vault, events, frames, sealed_at, len(expired))
 
         wants_twins = near and self.near_duplicates is not None
         if wants_twins:
@@ -299,7 +327,7 @@ class Service:
                     results[index]["near_duplicate_of"] = twin  # type: ignore[index]
             return answer() if answer is not None else None
 
-        committed = self._writer.submit(events, apply, forget)
+        committed = self._writer.submit(events, apply, forget, deferred)
         in_flight.update(dict.fromkeys(new, (committed, new)))
         return committed
 
@@ -312,12 +340,6 @@ class Service:
             found.update(zip(map(id, waiting), self.near_duplicates(waiting), strict=True))
             self._near_waiting.clear()
         return [found.pop(id(frame), None) for frame in frames]
-
-    def _payload(self, frame: Frame) -> bytes | Callable[[int], bytes]:
-        """A public frame's payload now; a private one's sealer, run by the writer."""
-        if frame.private and self.vault is not None:
-            return self.vault.sealer(frame)
-        return encode_frame_put(frame)
 
     def delete(self, args: dict[str, Any]) -> Result:
         fid = validation.frame_id_arg(args)

@@ -11,8 +11,8 @@ For private frames it offers, on any thread:
 * ``private_id``: a keyed frame id (HMAC under the index key of the vault), so
   that an id reveals nothing of the content and a re-put still dedupes while
   the same vault key is current;
-* ``sealer``: the deferred payload the commit writer turns into a sealed
-  FRAME_PUT once the record's seq is known (the AAD binds id, namespace, seq);
+* ``seal_puts``: the deferred payloads of FRAME_PUT records, sealed by the
+  commit writer once their seqs are known (the AAD binds id, namespace, seq);
 * ``reveal``: a sealed frame opened (``locked``, ``tampered``, ``not_found``
   for a forgotten one: errors name the frame id, never any content);
 * ``forget``: destroy a frame's data key (crypto-shredding);
@@ -56,6 +56,7 @@ from memoryd.crypto import (
     WrongKeyError,
     argon2id_available,
     default_kdf_params,
+    encode_frame_aad,
     frame_aad,
     frame_key_id,
 )
@@ -287,26 +288,32 @@ class Vault:
         except LockedError:
             raise locked_error("private put refused") from None
 
-    def sealer(self, frame: Frame) -> Callable[[int], bytes]:
-        """The deferred payload of ``frame``'s FRAME_PUT: sealed on the writer's thread."""
-        plaintext = private_fields(frame)
+    def seal_puts(self, frames: Sequence[Frame], seqs: Sequence[int]) -> list[bytes]:
+        """The FRAME_PUT payloads of private ``frames``, each sealed bound to its seq.
 
-        def seal(seq: int) -> bytes:
-            unlocked = self._unlocked
-            if unlocked is None:
-                raise locked_error("private put refused")
-            aad = frame_aad(frame.id, frame.namespace, seq)
-            try:
-                envelope = unlocked.seal_frame(plaintext, aad)
-            except LockedError:
-                raise locked_error("private put refused") from None
-            except CryptoError as exc:
-                raise MemorydError(errors.LIMIT_EXCEEDED, str(exc)) from None
-            if unlocked.data_key_pool_low:
-                self._refill_soon(unlocked)
-            return encode_sealed_put(frame, envelope)
-
-        return seal
+        Run by the commit writer on its thread, once the seqs are known (see
+        ``CommitWriter.submit``'s ``deferred``); all of a batch in one pass.
+        """
+        unlocked = self._unlocked
+        if unlocked is None:
+            raise locked_error("private put refused")
+        plaintexts = [private_fields(frame) for frame in frames]
+        aads = [
+            encode_frame_aad(frame.id, frame.namespace, seq)
+            for frame, seq in zip(frames, seqs, strict=True)
+        ]
+        try:
+            envelopes = unlocked.seal_frames(plaintexts, aads)
+        except LockedError:
+            raise locked_error("private put refused") from None
+        except CryptoError as exc:
+            raise MemorydError(errors.LIMIT_EXCEEDED, str(exc)) from None
+        if unlocked.data_key_pool_low:
+            self._refill_soon(unlocked)
+        return [
+            encode_sealed_put(frame, envelope)
+            for frame, envelope in zip(frames, envelopes, strict=True)
+        ]
 
     def readable(self, frame: Frame) -> Frame | None:
         """``frame`` as a client may see it: opened if sealed, None if it cannot be

@@ -16,11 +16,13 @@ wrapping, a task wake-up), which is most of a lone put's overhead beyond the
 fsync; and the thread starts on the next group as soon as a sync returns,
 while the loop is still applying the group before.
 
-A payload may be deferred: a function of the record's sequence number, called
-on the writer's thread just before the append, when that number is known (a
-private frame is sealed there, bound to its seq, and the seal's cost stays off
-the loop).  If it raises, only its submission fails (MemorydError as raised,
-else ``internal``); the rest of the group is committed.
+A submission's payloads may be deferred: a function of its first record's
+sequence number, called on the writer's thread just before the append, when
+the numbers are known, returning one payload per event (private frames are
+sealed there, each bound to its seq, all of a batch in one pass, and the
+seals' cost stays off the loop).  If it raises, only its submission fails
+(MemorydError as raised, else ``internal``); the rest of the group is
+committed.
 
 If the append fails (a full disk, an I/O error) the log has already undone
 the partial write; every submission in that group fails with ``disk_full``
@@ -44,9 +46,9 @@ from memoryd.storage import AppendedRecord, EventLog
 
 log = logging.getLogger("memoryd.writer")
 
-Payload = bytes | Callable[[int], bytes]  # bytes, or deferred: made from the record's seq
-Event = tuple[int, int, Payload]  # (record_type, timestamp_ms, payload)
-Resolved = tuple[int, int, bytes]
+Event = tuple[int, int, bytes]  # (record_type, timestamp_ms, payload)
+# Made on the writer's thread from the submission's first seq: one payload per event.
+DeferredPayloads = Callable[[int], list[bytes]]
 ApplyFn = Callable[[Sequence[AppendedRecord]], object]
 
 
@@ -57,7 +59,7 @@ class Submission:
     future: asyncio.Future[object]
     # Called on the loop when the events could not be committed, before the future fails.
     on_failure: Callable[[], None] | None = None
-    deferred: bool = False  # some payload is a function of the seq
+    deferred: DeferredPayloads | None = None  # the payloads, once the seqs are known
 
 
 class CommitWriter:
@@ -100,12 +102,14 @@ class CommitWriter:
         events: list[Event],
         apply: ApplyFn,
         on_failure: Callable[[], None] | None = None,
+        deferred: DeferredPayloads | None = None,
     ) -> asyncio.Future[object]:
         """Queue events to commit together.
 
         The returned future resolves to ``apply``'s return value once the
         events are durable and applied, or fails with MemorydError (after
-        ``on_failure`` has run, when given).
+        ``on_failure`` has run, when given).  With ``deferred``, the payloads
+        of ``events`` are placeholders: ``deferred(first seq)`` makes them.
         """
         if not self._accepting:
             raise MemorydError(errors.SHUTTING_DOWN, "memoryd is shutting down")
@@ -116,7 +120,6 @@ class CommitWriter:
             )
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._queued_events += len(events)
-        deferred = any(not isinstance(event[2], bytes) for event in events)
         self._queue.put(Submission(events, apply, future, on_failure, deferred))
         return future
 
@@ -168,7 +171,7 @@ class CommitWriter:
                     continue
                 try:
                     result: list[AppendedRecord] | Exception = self._log.append(
-                        [event for submission in group for event in submission.events]  # type: ignore[misc]
+                        [event for submission in group for event in submission.events]
                     )
                 except Exception as exc:  # the log undid the append: fail this group only
                     result = exc
@@ -219,19 +222,19 @@ class CommitWriter:
 
         Returns the submissions to append and those whose payload refused.
         """
-        if not any(submission.deferred for submission in group):
+        if all(submission.deferred is None for submission in group):
             return group, []
         seq = self._log.last_seq + 1  # this thread is the only appender
         kept: list[Submission] = []
         refused: list[tuple[Submission, Exception]] = []
         for submission in group:
-            if submission.deferred:
+            if submission.deferred is not None:
                 try:
-                    submission.events = _resolved(submission.events, seq)
+                    submission.events = _resolved(submission.events, submission.deferred(seq))
                 except Exception as exc:  # only this submission fails
                     refused.append((submission, exc))
                     continue
-                submission.deferred = False
+                submission.deferred = None
             kept.append(submission)
             seq += len(submission.events)
         return kept, refused
@@ -296,10 +299,12 @@ class CommitWriter:
                 submission.future.set_exception(failure)
 
 
-def _resolved(events: list[Event], first_seq: int) -> list[Event]:
+def _resolved(events: list[Event], payloads: list[bytes]) -> list[Event]:
+    if len(payloads) != len(events):
+        raise ValueError(f"{len(payloads)} deferred payloads for {len(events)} events")
     return [
-        (kind, timestamp_ms, payload if isinstance(payload, bytes) else payload(first_seq + i))
-        for i, (kind, timestamp_ms, payload) in enumerate(events)
+        (kind, timestamp_ms, payload)
+        for (kind, timestamp_ms, _), payload in zip(events, payloads, strict=True)
     ]
 
 

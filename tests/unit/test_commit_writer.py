@@ -247,20 +247,26 @@ async def test_deferred_payloads_get_their_record_seq_and_a_refusal_fails_only_i
     await asyncio.sleep(0.05)
     made_on: list[str] = []
 
-    def deferred(tag: str) -> Callable[[int], bytes]:
-        def payload(seq: int) -> bytes:
+    def deferred(*tags: str) -> Callable[[int], list[bytes]]:
+        def payloads(first_seq: int) -> list[bytes]:
             made_on.append(threading.current_thread().name)
-            return f'{{"id":"{tag}","seq":{seq}}}'.encode()
+            return [
+                f'{{"id":"{tag}","seq":{first_seq + i}}}'.encode() for i, tag in enumerate(tags)
+            ]
 
-        return payload
+        return payloads
 
-    def refuse(seq: int) -> bytes:
+    def refuse(first_seq: int) -> list[bytes]:
         raise MemorydError(errors.LOCKED, "locked meanwhile")
 
     failures: list[str] = []
-    ok_before = writer.submit([(PUT, 1, deferred("b")), (PUT, 1, deferred("c"))], seqs)
-    refused = writer.submit([(PUT, 1, refuse)], seqs, lambda: failures.append("refused"))
-    ok_after = writer.submit([(PUT, 1, deferred("d"))], seqs)
+    placeholders = [(PUT, 1, b""), (PUT, 1, b"")]
+    ok_before = writer.submit(placeholders, seqs, deferred=deferred("b", "c"))
+    refused = writer.submit(
+        [(PUT, 1, b"")], seqs, lambda: failures.append("refused"), deferred=refuse
+    )
+    ok_after = writer.submit([(PUT, 1, b"")], seqs, deferred=deferred("d"))
+    wrong_count = writer.submit([(PUT, 1, b"")], seqs, deferred=deferred("e", "f"))
     gated.gate.set()
     assert await first == [1]
     assert await ok_before == [2, 3]
@@ -268,6 +274,9 @@ async def test_deferred_payloads_get_their_record_seq_and_a_refusal_fails_only_i
         await refused
     assert exc.value.code == errors.LOCKED and failures == ["refused"]
     assert await ok_after == [4]  # the refused submission took no seq
+    with pytest.raises(MemorydError) as exc:
+        await wrong_count  # two payloads for one event: refused, never written
+    assert exc.value.code == errors.INTERNAL
     assert made_on == ["memoryd-log"] * 3
     written = [entry.record.payload for entry in gated.log.read_from(2)]
     assert written == [b'{"id":"b","seq":2}', b'{"id":"c","seq":3}', b'{"id":"d","seq":4}']

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from memoryd.crypto import Aad, LimitError, frame_aad
+from memoryd.crypto import Aad, LimitError, encode_frame_aad, frame_aad
 from memoryd.crypto.aad import (
     AAD_FIELDS_MAX,
     AAD_VALUE_BYTES_MAX,
@@ -106,6 +106,7 @@ def test_the_frame_fast_path_matches_the_general_encoding(
     fast = frame_aad(frame_id, namespace, seq)
     general = Aad.of(FRAME_PURPOSE, id=frame_id, ns=namespace, seq=seq)
     assert fast.encode() == general.encode() and fast == general
+    assert encode_frame_aad(frame_id, namespace, seq) == general.encode()
 
 
 def test_the_key_fast_paths_match_the_general_encoding() -> None:

@@ -74,6 +74,24 @@ def test_frames_round_trip_across_pool_refills_and_reopening(vault: UnlockedKeyr
     vault.keyring.close()
 
 
+def test_a_batch_seals_each_frame_under_its_own_key_across_refills(
+    vault: UnlockedKeyring,
+) -> None:
+    count = DATA_KEY_POOL_KEYS + 10  # more than the pool holds: it refills mid-batch
+    aads = [aad_for(i) for i in range(count)]
+    blobs = vault.seal_frames([plaintext_for(i) for i in range(count)], [a.encode() for a in aads])
+    assert len({frame_key_id(b) for b in blobs}) == count
+    assert len({b[ENVELOPE_HEADER_BYTES : ENVELOPE_HEADER_BYTES + 12] for b in blobs}) == count
+    vault = reopen(vault)
+    for i, blob in enumerate(blobs):
+        assert vault.open_frame(blob, aads[i]) == plaintext_for(i)
+    with raises(TamperedError):
+        vault.open_frame(blobs[0], aads[1])  # each is bound to its own AAD
+    with raises(LimitError):
+        vault.seal_frames([b"ok", bytes(4 * 1024 * 1024 + 1)], [aads[0].encode()] * 2)
+    vault.keyring.close()
+
+
 def test_empty_and_large_plaintexts(vault: UnlockedKeyring) -> None:
     for size in (0, 1, 200, 256 * 1024):
         plaintext = bytes([size % 251]) * size

@@ -50,6 +50,7 @@ def test_nonces_are_made_in_nonces_py_and_keys_only_in_generate_keys() -> None:
     uses = {path.name: _random_uses(path) for path in SOURCES}
     assert uses.pop("nonces.py") == [
         ("new_nonce", "urandom"),
+        ("new_nonces", "urandom"),
         ("new_salt", "urandom"),
         ("new_keyring_id", "urandom"),
     ]
