@@ -57,6 +57,7 @@ DATA_KEYS_LIVE_MAX = 10_000_000
 _HEADER = struct.Struct("<4sB3s16sQ60sI")  # magic, version, reserved, keyring id, next id, ...
 _ENTRY = struct.Struct(f"<B3sQ{WRAPPED_KEY_BYTES}s5sI")  # state, reserved, id, wrapped, ...
 _CRC_AT = ENTRY_BYTES - 4
+_CRC = struct.Struct("<I")
 assert _HEADER.size == HEADER_BYTES and _ENTRY.size == ENTRY_BYTES
 assert KEYRING_ID_BYTES == 16
 _STATE_LIVE = 1
@@ -129,6 +130,18 @@ def encode_entry(key_id: int, wrapped: bytes | None) -> bytes:
     state = _STATE_LIVE if wrapped is not None else _STATE_DESTROYED
     body = _ENTRY.pack(state, bytes(3), key_id, wrapped or bytes(WRAPPED_KEY_BYTES), bytes(5), 0)
     return body[:_CRC_AT] + struct.pack("<I", zlib.crc32(body[:_CRC_AT]))
+
+
+def encode_live_entries(entries: Iterable[tuple[int, bytes]]) -> Iterator[bytes]:
+    """``encode_entry`` of each ``(key id, wrapped)``, as alternating bodies and CRCs
+    (a pool of thousands at a time: one join)."""
+    pack, crc = _ENTRY.pack, zlib.crc32
+    reserved, reserved2 = bytes(3), bytes(5)
+    for key_id, wrapped in entries:
+        assert 1 <= key_id <= DATA_KEY_ID_MAX and len(wrapped) == WRAPPED_KEY_BYTES
+        body = pack(_STATE_LIVE, reserved, key_id, wrapped, reserved2, 0)[:_CRC_AT]
+        yield body
+        yield _CRC.pack(crc(body))
 
 
 def decode_entry(raw: bytes, offset: int) -> Entry:
@@ -355,7 +368,7 @@ class KeyStore:
         """Append live entries ``(key id, wrapped key)``, all wrapped by ``vault_key_id``,
         with one write, durably."""
         self._prepare_write()
-        data = b"".join(encode_entry(key_id, wrapped) for key_id, wrapped in entries)
+        data = b"".join(encode_live_entries(entries))
         try:
             pwrite_all(self._fd, data, self._end)
             os.fdatasync(self._fd)

@@ -20,7 +20,13 @@ from memoryd.crypto import (
     frame_key_id,
 )
 from memoryd.crypto.envelope import HEADER_BYTES as ENVELOPE_HEADER_BYTES
-from memoryd.crypto.keystore import ENTRY_BYTES, HEADER_BYTES, decode_entry
+from memoryd.crypto.keystore import (
+    ENTRY_BYTES,
+    HEADER_BYTES,
+    decode_entry,
+    encode_entry,
+    encode_live_entries,
+)
 from tests.unit.crypto_support import (
     CANARY,
     Audit,
@@ -334,3 +340,11 @@ def test_forgetting_a_key_still_in_the_pool_keeps_it_from_sealing(vault: Unlocke
     assert next_id not in {frame_key_id(b) for b in blobs}
     for i, blob in enumerate(blobs, start=1):
         assert vault.open_frame(blob, aad_for(i)) == plaintext_for(i)
+
+
+def test_a_pool_of_entries_encodes_as_single_entries_do() -> None:
+    entries = [(1, bytes(range(75))), (2**40, b"\xff" * 75), (2**64 - 1, bytes(75))]
+    batch = b"".join(encode_live_entries(entries))
+    assert batch == b"".join(encode_entry(key_id, wrapped) for key_id, wrapped in entries)
+    ids = [decode_entry(batch[i : i + ENTRY_BYTES], i).key_id for i in range(0, 288, 96)]
+    assert ids == [key_id for key_id, _ in entries]
