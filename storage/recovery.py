@@ -21,8 +21,11 @@ segments before the one holding the checkpoint's record when the files
 still match it exactly (same segments, same sizes, and that record, with
 the same hash, where it was); it verifies that segment and every later one
 in full, as always (the first record's link to the skipped segment is
-taken as written).  Every record read later is still checked (CRC) when
-read, and ``memoryd check`` verifies the whole log offline.  When anything
+taken as written).  When that segment is the last one (the one being
+written, which compaction never rewrites), verifying starts at the
+checkpoint's record itself: the records before it are vouched for too.
+Every record read later is still checked (CRC) when read, and
+``memoryd check`` verifies the whole log offline.  When anything
 differs, the whole log is verified, as without a prefix.
 """
 
@@ -114,6 +117,7 @@ def recover_log(
     report.notices.extend(f"ignored {name!r} in {log_dir}: not a segment file" for name in others)
     link = Link()
     start_index = 0
+    start_offset = 0
     if trusted is not None:
         start = _trusted_start(segments, trusted)
         if start is None:
@@ -122,16 +126,25 @@ def recover_log(
             )
         else:
             start_index = start
+            # In the segment being written (never compacted) the records before the
+            # checkpoint's are vouched for too: verifying starts at that record.
+            if start == len(segments) - 1:
+                start_offset = trusted.offset
             report.notices.append(
-                f"verified the log from segment {segments[start].path.name}; "
-                f"the checkpoint vouches for the {start} sealed segments before it"
+                f"verified the log from segment {segments[start].path.name}"
+                + (f" offset {start_offset}" if start_offset else "")
+                + f"; the checkpoint vouches for the {start} sealed segments before it"
+                + (" and for the records before that offset" if start_offset else "")
             )
     for index, segment in enumerate(segments):
         if index < start_index:
             continue
         is_last = index == len(segments) - 1
-        adopt = index == start_index and start_index > 0
-        report.records += _verify_segment(segment, is_last, link, quarantine_dir, report, adopt)
+        first = index == start_index
+        adopt = first and (start_index > 0 or start_offset > 0)
+        report.records += _verify_segment(
+            segment, is_last, link, quarantine_dir, report, adopt, start_offset if first else 0
+        )
     report.segments = len(segments)
     if segments and _remove_misnamed_empty_tail(segments[-1], link.seq, report.notices):
         report.segments -= 1
@@ -200,28 +213,31 @@ def _verify_segment(
     quarantine_dir: Path,
     report: RecoveryReport,
     adopt_link: bool = False,
+    start_offset: int = 0,
 ) -> int:
-    """Verify one segment against ``link`` (advancing it); returns its record count.
+    """Verify one segment against ``link`` (advancing it); returns how many records
+    it verified.
 
-    ``adopt_link``: the segments before were not read, so the link is taken from
-    this segment's first record (its seq - 1 and its prev_hash).
+    ``adopt_link``: what comes before was not read, so the link is taken from
+    the record at ``start_offset`` (its seq - 1 and its prev_hash), where
+    verifying starts (a record boundary a checkpoint vouches for).
     """
     buf = read_file(segment.path)
-    if adopt_link and buf:
+    if adopt_link and len(buf) > start_offset:
         try:
-            first = decode_record(buf)
+            first = decode_record(buf, start_offset)
         except RecordError:
             pass  # the scan below reports the damage
         else:
             link.seq, link.hash = first.seq - 1, first.prev_hash
-    if segment.first_seq <= link.seq:
+    if start_offset == 0 and segment.first_seq <= link.seq:
         raise LogCorruptionError(
             segment.path, 0, "segment_name", f"named {segment.first_seq} after seq {link.seq}"
         )
     if not buf and not is_last:
         report.notices.append(f"segment {segment.path.name} is empty")
     records = 0
-    for item in scan_segment(buf):
+    for item in scan_segment(buf, start_offset):
         if isinstance(item, Damage):
             if is_last and item.offset + item.length == len(buf):
                 report.torn_tail = _cut_torn_tail(segment, buf, item, quarantine_dir)

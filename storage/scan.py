@@ -52,9 +52,10 @@ class Damage:
     detail: str
 
 
-def scan_segment(buf: bytes) -> Iterator[ScannedRecord | Damage]:
-    """Yield, in file order, every valid record and every damaged range of a segment."""
-    offset = 0
+def scan_segment(buf: bytes, start: int = 0) -> Iterator[ScannedRecord | Damage]:
+    """Yield, in file order, every valid record and every damaged range of a segment
+    from offset ``start`` (a record boundary) on."""
+    offset = start
     end = len(buf)
     while offset < end:
         try:

@@ -81,6 +81,29 @@ def test_damage_after_the_prefix_is_still_found_and_a_torn_tail_cut(tmp_path: Pa
         recover_log(log_dir, tmp_path / "q", trusted)
 
 
+def test_in_the_last_segment_verifying_starts_at_the_checkpoint_record(tmp_path: Path) -> None:
+    log_dir = make_log(tmp_path)
+    full = recover_log(log_dir, tmp_path / "q")
+    trusted = prefix_at(log_dir, RECORDS - 5)
+    last = list_segments(log_dir)[0][-1]
+    assert trusted.segment == last.first_seq < trusted.seq  # mid-way through the last segment
+    quick = recover_log(log_dir, tmp_path / "q", trusted)
+    assert quick.records == 6  # the checkpoint's record and the five after it
+    assert (quick.last_seq, quick.last_hash) == (full.last_seq, full.last_hash)
+    assert any("records before that offset" in n for n in quick.notices)
+    # What follows the record is still verified: a torn tail is cut, a bad record refused.
+    with last.path.open("ab") as f:
+        f.write(b"\x07torn")
+    assert recover_log(log_dir, tmp_path / "q", trusted).torn_tail is not None
+    data = bytearray(last.path.read_bytes())
+    data[trusted.offset + trusted.length + 30] ^= 0xFF
+    last.path.write_bytes(bytes(data))
+    with pytest.raises(LogCorruptionError):
+        recover_log(log_dir, tmp_path / "q", trusted)
+    with pytest.raises(LogCorruptionError):
+        recover_log(log_dir, tmp_path / "q")  # and without a checkpoint, of course
+
+
 @pytest.mark.parametrize("change", ["hash", "seq", "segment sizes", "missing segment"])
 def test_a_prefix_that_does_not_match_means_verifying_everything(
     tmp_path: Path, change: str
