@@ -12,8 +12,9 @@ sequence number ``built_seq``:
 - the builder's counters and where its next read resumes (``resume_at``), with
   the SHA-256 of the record at ``built_seq`` (the log's hash chain), so that a
   checkpoint that does not belong to this log is never trusted, and the
-  (first_seq, size) of the sealed segments before it: ``trusted_prefix``
-  hands that to recovery, which then verifies only the log after it.
+  (first_seq, size) of the sealed segments before it and the CRC-32 of its
+  segment's bytes before it: ``trusted_prefix`` hands that to recovery, which
+  then verifies only the log after it.
 
 What a start restores from it (``load_checkpoint``): DerivedState at
 ``built_seq`` and a Projection whose frame table holds the catalog's live
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import os
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,11 +66,12 @@ from memoryd.storage.search.columns import DocColumns
 from memoryd.storage.search.inverted import InvertedIndex
 from memoryd.storage.search.simhash import NearDuplicateIndex
 from memoryd.storage.search.vectors import VectorIndex
-from memoryd.storage.segment import list_segments
+from memoryd.storage.segment import list_segments, segment_path
 
 CHECKPOINT_DIR_NAME = "checkpoint"
 CHECKPOINT_FILE_NAME = "derived.ckpt"
 CHECKPOINT_FORMAT = 1
+_CRC_BLOCK_BYTES = 1 << 20  # read 1 MiB at a time to checksum the log prefix
 
 # Rows to put back for withheld docs, or None to leave them without a vector.
 RestoreVectors = Callable[[npt.NDArray[np.int64]], npt.NDArray[np.float32] | None]
@@ -194,6 +197,7 @@ def write_checkpoint(
     meta = dict(snapshot.meta)
     meta["built_hash"] = _record_hash(log, snapshot.resume_at)
     meta["log_prefix"] = _log_prefix(data_dir, snapshot.resume_at)
+    meta["before_crc32"] = _crc32_before(data_dir, snapshot.resume_at)
     meta["written_ms"] = time.time_ns() // 1_000_000
     path = checkpoint_path(data_dir)
     path.parent.mkdir(mode=0o700, exist_ok=True)
@@ -344,6 +348,26 @@ def _log_prefix(data_dir: Path, resume_at: RecordLocation | None) -> list[list[i
     return [[s.first_seq, s.size] for s in segments if s.first_seq < resume_at.segment]
 
 
+def _crc32_before(data_dir: Path, resume_at: RecordLocation | None) -> int | None:
+    """CRC-32 of the bytes before the checkpoint's record in its segment (recovery
+    checks them with it instead of record by record); None if unreadable."""
+    if resume_at is None:
+        return None
+    crc = 0
+    try:
+        with open(segment_path(data_dir / LOG_DIR_NAME, resume_at.segment), "rb") as f:
+            left = resume_at.offset
+            while left > 0:
+                block = f.read(min(left, _CRC_BLOCK_BYTES))
+                if not block:
+                    return None
+                crc = zlib.crc32(block, crc)
+                left -= len(block)
+    except OSError:
+        return None
+    return crc
+
+
 def trusted_prefix(data_dir: Path) -> TrustedPrefix | None:
     """What the checkpoint says of the log, for recovery to skip verifying; None if none.
 
@@ -366,6 +390,7 @@ def trusted_prefix(data_dir: Path) -> TrustedPrefix | None:
             offset=offset,
             length=length,
             hash=bytes.fromhex(meta["built_hash"]),
+            before_crc32=_optional_int(meta.get("before_crc32")),
         )
     except (ArrayFileError, KeyError, TypeError, ValueError):
         return None
@@ -399,3 +424,11 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _optional_int(value: object) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("expected an integer")
+    return value

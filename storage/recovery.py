@@ -22,8 +22,10 @@ still match it exactly (same segments, same sizes, and that record, with
 the same hash, where it was); it verifies that segment and every later one
 in full, as always (the first record's link to the skipped segment is
 taken as written).  When that segment is the last one (the one being
-written, which compaction never rewrites), verifying starts at the
-checkpoint's record itself: the records before it are vouched for too.
+written, which compaction never rewrites) and its bytes before the
+checkpoint's record still have the CRC-32 the checkpoint noted, verifying
+starts at that record; a mismatch means verifying that segment whole, which
+names the damaged record.
 Every record read later is still checked (CRC) when read, and
 ``memoryd check`` verifies the whole log offline.  When anything
 differs, the whole log is verified, as without a prefix.
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +102,9 @@ class TrustedPrefix:
     offset: int
     length: int
     hash: bytes
+    # CRC-32 of segment ``segment``'s bytes before ``offset``, when known: lets
+    # recovery start at the record in that segment too (if it is the last one).
+    before_crc32: int | None = None
 
 
 def recover_log(
@@ -118,6 +124,7 @@ def recover_log(
     link = Link()
     start_index = 0
     start_offset = 0
+    before_crc32: int | None = None
     if trusted is not None:
         start = _trusted_start(segments, trusted)
         if start is None:
@@ -126,24 +133,31 @@ def recover_log(
             )
         else:
             start_index = start
-            # In the segment being written (never compacted) the records before the
-            # checkpoint's are vouched for too: verifying starts at that record.
-            if start == len(segments) - 1:
+            # In the segment being written (never compacted), the records before the
+            # checkpoint's are vouched for by their CRC-32: if it matches, verifying
+            # starts at that record (else that segment is verified whole).
+            if start == len(segments) - 1 and trusted.before_crc32 is not None:
                 start_offset = trusted.offset
+                before_crc32 = trusted.before_crc32
             report.notices.append(
                 f"verified the log from segment {segments[start].path.name}"
                 + (f" offset {start_offset}" if start_offset else "")
                 + f"; the checkpoint vouches for the {start} sealed segments before it"
-                + (" and for the records before that offset" if start_offset else "")
+                + (" and (by CRC-32) for the records before that offset" if start_offset else "")
             )
     for index, segment in enumerate(segments):
         if index < start_index:
             continue
         is_last = index == len(segments) - 1
         first = index == start_index
-        adopt = first and (start_index > 0 or start_offset > 0)
         report.records += _verify_segment(
-            segment, is_last, link, quarantine_dir, report, adopt, start_offset if first else 0
+            segment,
+            is_last,
+            link,
+            quarantine_dir,
+            report,
+            adopt_link=first and start_index > 0,
+            start=(start_offset, before_crc32) if first and start_offset else None,
         )
     report.segments = len(segments)
     if segments and _remove_misnamed_empty_tail(segments[-1], link.seq, report.notices):
@@ -213,16 +227,28 @@ def _verify_segment(
     quarantine_dir: Path,
     report: RecoveryReport,
     adopt_link: bool = False,
-    start_offset: int = 0,
+    start: tuple[int, int | None] | None = None,
 ) -> int:
     """Verify one segment against ``link`` (advancing it); returns how many records
     it verified.
 
-    ``adopt_link``: what comes before was not read, so the link is taken from
-    the record at ``start_offset`` (its seq - 1 and its prev_hash), where
-    verifying starts (a record boundary a checkpoint vouches for).
+    ``adopt_link``: the segments before were not read, so the link is taken from
+    this segment's first record (its seq - 1 and its prev_hash).  ``start``:
+    ``(offset, crc32)``, a record boundary a checkpoint vouches for and the CRC-32
+    of the bytes before it; when they still match, verifying starts there, the
+    link taken from that record.
     """
     buf = read_file(segment.path)
+    start_offset = 0
+    if start is not None:
+        offset, crc = start
+        if offset <= len(buf) and zlib.crc32(memoryview(buf)[:offset]) == crc:
+            start_offset, adopt_link = offset, True
+        else:
+            report.notices.append(
+                f"segment {segment.path.name} changed before offset {offset} since the "
+                "checkpoint: verified it whole"
+            )
     if adopt_link and len(buf) > start_offset:
         try:
             first = decode_record(buf, start_offset)

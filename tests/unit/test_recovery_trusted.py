@@ -5,6 +5,7 @@ the files differ from what it vouches for."""
 from __future__ import annotations
 
 import hashlib
+import zlib
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ def prefix_at(log_dir: Path, seq: int) -> TrustedPrefix:
         log.close()
     where = entry.location
     segments, _ = list_segments(log_dir)
+    held = next(s for s in segments if s.first_seq == where.segment).path
     return TrustedPrefix(
         segments=tuple((s.first_seq, s.size) for s in segments if s.first_seq < where.segment),
         seq=seq,
@@ -40,6 +42,7 @@ def prefix_at(log_dir: Path, seq: int) -> TrustedPrefix:
         offset=where.offset,
         length=where.length,
         hash=hashlib.sha256(entry.record.raw).digest(),
+        before_crc32=zlib.crc32(held.read_bytes()[: where.offset]),
     )
 
 
@@ -95,13 +98,30 @@ def test_in_the_last_segment_verifying_starts_at_the_checkpoint_record(tmp_path:
     with last.path.open("ab") as f:
         f.write(b"\x07torn")
     assert recover_log(log_dir, tmp_path / "q", trusted).torn_tail is not None
-    data = bytearray(last.path.read_bytes())
-    data[trusted.offset + trusted.length + 30] ^= 0xFF
-    last.path.write_bytes(bytes(data))
+    intact = last.path.read_bytes()
+    after = bytearray(intact)
+    after[trusted.offset + trusted.length + 30] ^= 0xFF
+    last.path.write_bytes(bytes(after))
     with pytest.raises(LogCorruptionError):
         recover_log(log_dir, tmp_path / "q", trusted)
+
+
+def test_damage_before_the_record_in_the_last_segment_is_found_by_its_crc(
+    tmp_path: Path,
+) -> None:
+    log_dir = make_log(tmp_path)
+    trusted = prefix_at(log_dir, RECORDS - 5)
+    last = list_segments(log_dir)[0][-1].path
+    before = bytearray(last.read_bytes())
+    before[30] ^= 0xFF  # the segment's first record, long before the checkpoint's
+    last.write_bytes(bytes(before))
+    with pytest.raises(LogCorruptionError) as info:
+        recover_log(log_dir, tmp_path / "q", trusted)
+    assert info.value.offset == 0  # the segment was verified whole: the bad record is named
+    # A checkpoint of an older format (no CRC) verifies that segment whole as well.
+    old = TrustedPrefix(**{**_fields(trusted), "before_crc32": None})
     with pytest.raises(LogCorruptionError):
-        recover_log(log_dir, tmp_path / "q")  # and without a checkpoint, of course
+        recover_log(log_dir, tmp_path / "q", old)
 
 
 @pytest.mark.parametrize("change", ["hash", "seq", "segment sizes", "missing segment"])
