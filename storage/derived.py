@@ -45,10 +45,11 @@ from memoryd.storage.chunks import ChunkInfo, write_chunk
 from memoryd.storage.events import EventError, Frame, decode_frame_delete, decode_frame_put
 from memoryd.storage.log import LogEntry, RecordLocation
 from memoryd.storage.record import RecordType
-from memoryd.storage.search import SearchIndex
-from memoryd.storage.search.significance import FACT_KINDS, analyze, effective_significance
-from memoryd.storage.search.simhash import NearDuplicateIndex, simhash_batch
-from memoryd.storage.search.text import TermBatch
+from memoryd.storage.search import HashingEmbedder, SearchIndex
+from memoryd.storage.search.lexicon import Tokens, lexicon_of
+from memoryd.storage.search.significance import analyze_tokens, effective_significance
+from memoryd.storage.search.simhash import NearDuplicateIndex, simhash_tokens
+from memoryd.storage.search.text import DEFAULT_TOKENIZER, TermBatch
 
 UNBUILDABLE_KEPT_MAX = 100  # how many unbuildable records are remembered for stats
 NEAR_DUPLICATE_DOCS_MAX = 100_000  # near twins are looked for among this many recent frames
@@ -71,13 +72,14 @@ class PrivateAccess(Protocol):
 class FrameIndex(Protocol):
     """What a search index offers the builder.
 
-    ``prepare`` does the expensive, stateless part (embedding) and may run on
-    any thread; ``prepare_private`` does it for opened private frames, whose
-    terms must go through ``blind``; ``add_frames`` and ``remove_doc`` change
-    the index and run only where searches run.
+    ``prepare`` does the expensive, stateless part (tokenizing, embedding) and
+    may run on any thread; it is given the frames' texts tokenized by the default
+    tokenizer's lexicon, to share.  ``prepare_private`` does it for opened private
+    frames, whose terms must go through ``blind``; ``add_frames`` and
+    ``remove_doc`` change the index and run only where searches run.
     """
 
-    def prepare(self, frames: Sequence[Frame]) -> object: ...
+    def prepare(self, frames: Sequence[Frame], tokens: Tokens) -> object: ...
 
     def prepare_private(
         self, frames: Sequence[Frame], blind: Callable[[list[str]], list[str] | None]
@@ -96,8 +98,17 @@ class SearchFrames:
     def __init__(self, index: SearchIndex) -> None:
         self.index = index
 
-    def prepare(self, frames: Sequence[Frame]) -> object:
-        return self.index.embedder.embed([frame.content for frame in frames])
+    def prepare(self, frames: Sequence[Frame], tokens: Tokens) -> object:
+        """The frames' embeddings and their tokens for the keyword index."""
+        tokenizer = self.index.inverted.tokenizer
+        if tokens.tokenizer is not tokenizer:
+            tokens = lexicon_of(tokenizer).tokenize([frame.content for frame in frames])
+        embedder = self.index.embedder
+        if isinstance(embedder, HashingEmbedder) and embedder.tokenizer is tokenizer:
+            vectors = embedder.embed_tokens(tokens)
+        else:
+            vectors = embedder.embed([frame.content for frame in frames])
+        return PreparedText(vectors, tokens)
 
     def prepare_private(
         self, frames: Sequence[Frame], blind: Callable[[list[str]], list[str] | None]
@@ -111,23 +122,29 @@ class SearchFrames:
         return BlindedText(vectors, TermBatch(blinded, batch.counts))
 
     def add_frames(self, docs: Sequence[int], frames: Sequence[Frame], prepared: object) -> None:
-        terms: TermBatch | None = None
-        if isinstance(prepared, BlindedText):
-            terms = prepared.terms
-            prepared = prepared.vectors
-        assert isinstance(prepared, np.ndarray) and len(prepared) == len(frames)
+        assert isinstance(prepared, PreparedText | BlindedText)
+        assert len(prepared.vectors) == len(frames)
         self.index.add_batch(
             docs,
-            [] if terms is not None else [frame.content for frame in frames],
+            [],
             [frame.timestamp_ms for frame in frames],
             [frame.importance for frame in frames],
             [frame.kind for frame in frames],
-            vectors=prepared,
-            terms=terms,
+            vectors=prepared.vectors,
+            terms=prepared.terms if isinstance(prepared, BlindedText) else None,
+            tokens=prepared.tokens if isinstance(prepared, PreparedText) else None,
         )
 
     def remove_doc(self, doc: int) -> None:
         self.index.delete([doc])
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedText:
+    """Frames' prepared work: embeddings and tokens (of the keyword index's tokenizer)."""
+
+    vectors: np.ndarray
+    tokens: Tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,8 +264,12 @@ class DerivedState:
             except EventError as exc:
                 events.append(PreparedEvent(record.seq, error=str(exc), location=entry.location))
         frames = [e.frame for e in events if e.frame is not None and e.frame.sealed is None]
-        per_index = [index.prepare(frames) for index in self.indexes] if frames else []
-        return Prepared(entries, events, frames, per_index, annotate(frames))
+        if not frames:
+            return Prepared(entries, events, frames, [], [])
+        # One tokenization of the run, shared by the indexes and the annotations.
+        tokens = lexicon_of(DEFAULT_TOKENIZER).tokenize([frame.content for frame in frames])
+        per_index = [index.prepare(frames, tokens) for index in self.indexes]
+        return Prepared(entries, events, frames, per_index, annotate(frames, tokens))
 
     def apply(self, prepared: Prepared) -> BuildStep:
         """Fold a prepared run into the catalog and the indexes (in memory only).
@@ -505,24 +526,32 @@ class DerivedState:
         }
 
 
-def annotate(frames: Sequence[Frame]) -> list[tuple[tuple[float, ...], int, int]]:
+def annotate(
+    frames: Sequence[Frame], tokens: Tokens | None = None
+) -> list[tuple[tuple[float, ...], int, int]]:
     """Per frame: its six significance scores, its fact kind's code and its SimHash.
 
-    Deterministic (a rebuild gives the same), and pure: runs on the builder thread.
+    ``tokens``: the frames' texts tokenized by the default tokenizer's lexicon
+    (tokenized here if None).  Deterministic (a rebuild gives the same), and
+    pure: runs on the builder thread.
     """
-    hashes = simhash_batch([frame.content for frame in frames]).tolist() if frames else []
+    if not frames:
+        return []
+    texts = [frame.content for frame in frames]
+    if tokens is None or tokens.tokenizer is not DEFAULT_TOKENIZER:
+        tokens = lexicon_of(DEFAULT_TOKENIZER).tokenize(texts)
+    hashes = simhash_tokens(tokens).tolist()
+    analysis = analyze_tokens(texts, tokens)
     out = []
-    for frame, simhash in zip(frames, hashes, strict=True):
-        analysis = analyze(frame.content)
+    for frame, simhash, scores, fact_kind in zip(
+        frames, hashes, analysis.scores.tolist(), analysis.fact_kinds.tolist(), strict=True
+    ):
         given = frame.significance
-        scores = (
-            analysis.significance.as_tuple()
-            if given is None
-            else effective_significance(frame.content, given)
-        )
+        if given is not None:
+            scores = list(effective_significance(frame.content, given))
         # A private frame's SimHash would tell about its text: it is never kept.
         kept = 0 if frame.private else int(simhash)
-        out.append((scores, FACT_KINDS.index(analysis.fact_kind), kept))
+        out.append((tuple(scores), fact_kind, kept))
     return out
 
 
@@ -530,6 +559,8 @@ def _select(work: object, positions: list[int], total: int) -> object:
     """The rows of an index's prepared work that belong to the frames actually added."""
     if len(positions) == total:
         return work
+    if isinstance(work, PreparedText):
+        return PreparedText(work.vectors[positions], work.tokens.select(positions))
     if isinstance(work, BlindedText):
         counts = work.terms.counts
         starts = np.concatenate([[0], np.cumsum(counts)])

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from memoryd.storage.search.arrays import IntArray, mix64
+from memoryd.storage.search.arrays import IntArray, mix64, text_sums
+from memoryd.storage.search.lexicon import Tokens, lexicon_of
 from memoryd.storage.search.text import DEFAULT_TOKENIZER, Tokenizer
 
 near_bits_max = 3  # Hamming distance of near twins
@@ -81,22 +81,43 @@ def simhash(text: str, tokenizer: Tokenizer = DEFAULT_TOKENIZER) -> int:
 
 def simhash_batch(texts: Sequence[str], tokenizer: Tokenizer = DEFAULT_TOKENIZER) -> IntArray:
     """``simhash`` of each text, as a uint64 array: one numpy pass over the whole batch."""
-    out = np.zeros(len(texts), dtype=np.uint64)
-    words = [tokenizer.words(t)[:simhash_words_max] for t in texts]
     if len(texts) == 1:  # a lone put's check: the batch's bookkeeping costs more than it
-        out[0] = _simhash_words(words[0])
+        out = np.zeros(1, dtype=np.uint64)
+        out[0] = _simhash_words(tokenizer.words(texts[0])[:simhash_words_max])
         return out
-    counts = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-    total = int(counts.sum())
+    return simhash_tokens(lexicon_of(tokenizer).tokenize(texts))
+
+
+def _word_hash_column(words: list[str]) -> IntArray:
+    return np.fromiter(map(_word_hash, words), dtype=np.uint64, count=len(words))
+
+
+def simhash_tokens(tokens: Tokens) -> IntArray:
+    """``simhash`` of each text of ``tokens`` (made by any tokenizer's lexicon)."""
+    kept = tokens.kept()
+    ids = tokens.word_ids[kept]
+    counts = text_sums(tokens.counts, kept)
+    if counts.shape[0] and int(counts.max()) > simhash_words_max:
+        starts = np.cumsum(counts) - counts
+        position = np.arange(ids.shape[0]) - np.repeat(starts, counts)
+        ids = ids[position < simhash_words_max]
+        counts = np.minimum(counts, simhash_words_max)
+    column = tokens.vocabulary.word_column(
+        "simhash.word_hash", np.uint64, _word_hash_column, tokens.words_known
+    )
+    return _simhash_of_hashes(column[ids], counts)
+
+
+def _simhash_of_hashes(hashes: IntArray, counts: IntArray) -> IntArray:
+    """Per text (owning ``counts[i]`` consecutive word ``hashes``), its SimHash."""
+    out = np.zeros(counts.shape[0], dtype=np.uint64)
+    total = int(hashes.shape[0])
     if total == 0:
         return out
-    hashes = np.fromiter(
-        map(_word_hash, itertools.chain.from_iterable(words)), dtype=np.uint64, count=total
-    )
     starts = np.cumsum(counts) - counts
     # Texts of shingle_words words or more hash their windows, shorter ones their words.
     windows = np.where(counts >= shingle_words, counts - shingle_words + 1, counts)
-    owner = np.repeat(np.arange(len(texts)), windows)
+    owner = np.repeat(np.arange(counts.shape[0]), windows)
     first = np.repeat(starts, windows) + (
         np.arange(owner.shape[0]) - np.repeat(np.cumsum(windows) - windows, windows)
     )

@@ -27,6 +27,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain, repeat
 
 import numpy as np
 
@@ -97,6 +98,28 @@ def _raw_words(text: str) -> list[str] | list[bytes]:
     if text.isascii():
         return text.encode("ascii").translate(_ASCII_TABLE, _APOSTROPHE).split()
     return _TOKEN_RE.findall(normalize(text))
+
+
+def raw_words_batch(texts: Sequence[str]) -> tuple[list[str | bytes], np.ndarray]:
+    """The raw word runs of many texts, flat, and how many each text has (int64).
+
+    What ``_raw_words`` gives text by text; a batch of ASCII texts goes through
+    ``map`` over the bytes methods, with no Python call per text.  Raw runs are
+    bytes (ASCII) or str: ``fold_word`` turns either into the word.
+    """
+    if all(map(str.isascii, texts)):
+        encoded = map(str.encode, texts)
+        cleaned = map(bytes.translate, encoded, repeat(_ASCII_TABLE), repeat(_APOSTROPHE))
+        parts: list[list[bytes]] | list[list[str] | list[bytes]] = list(map(bytes.split, cleaned))
+    else:
+        parts = list(map(_raw_words, texts))
+    counts = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+    return list(chain.from_iterable(parts)), counts
+
+
+def fold_word(raw: str | bytes) -> str:
+    """The word of one raw run (see ``raw_words_batch``), not yet bounded in length."""
+    return _fold_word(raw.decode("ascii") if isinstance(raw, bytes) else raw)
 
 
 def _has_vowel(s: str) -> bool:
