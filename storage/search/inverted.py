@@ -127,14 +127,14 @@ class InvertedIndex:
         self._check_new_docs(doc_arr)
         terms = tokens.term_ids()
         known = self._known_term_ids(tokens)
-        distinct, first = np.unique(terms, return_index=True)
-        new = known[distinct] < 0
+        ids = known[terms]
+        new = ids < 0
         if bool(new.any()):
             names = tokens.vocabulary.terms
-            order = np.argsort(first[new], kind="stable")
-            for term in distinct[new][order].tolist():
+            for term in dict.fromkeys(terms[new].tolist()):  # in order of first occurrence
                 known[term] = self._term_id(names[term])
-        self._add_ids(doc_arr, known[terms], tokens.counts)
+            ids = known[terms]
+        self._add_ids(doc_arr, ids, tokens.counts)
 
     def _known_term_ids(self, tokens: Tokens) -> IntArray:
         """Our term id of each term id of ``tokens``' vocabulary, -1 where not yet known.

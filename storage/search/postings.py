@@ -133,11 +133,18 @@ def merge_segments(segments: Sequence[Segment], live: IntArray | None) -> Segmen
     assert segments
     for a, b in itertools.pairwise(segments):
         assert a.doc_hi < b.doc_lo or a.doc_lo > a.doc_hi or b.doc_lo > b.doc_hi
-    n_terms = 1 + max((int(s.terms[-1]) for s in segments if s.terms.shape[0]), default=-1)
     kept = [_live_only(s, live) for s in segments]
-    counts = np.zeros((len(kept), max(n_terms, 1)), dtype=np.int64)
-    for i, (terms, term_counts, _, _) in enumerate(kept):
-        counts[i, terms] = term_counts
+    # Columns for the terms present only: a vocabulary-wide table would cost
+    # segments x vocabulary for a merge of small tail segments.
+    n_terms = 1 + max((int(terms[-1]) for terms, _, _, _ in kept if terms.shape[0]), default=-1)
+    present = np.zeros(n_terms, dtype=bool)
+    for terms, _, _, _ in kept:
+        present[terms] = True
+    terms_present = np.flatnonzero(present)
+    columns = [np.searchsorted(terms_present, terms) for terms, _, _, _ in kept]
+    counts = np.zeros((len(kept), terms_present.shape[0]), dtype=np.int64)
+    for i, (_, term_counts, _, _) in enumerate(kept):
+        counts[i, columns[i]] = term_counts
     total = counts.sum(axis=0)
     offsets_full = np.zeros(total.shape[0] + 1, dtype=np.int64)
     np.cumsum(total, out=offsets_full[1:])
@@ -146,18 +153,17 @@ def merge_segments(segments: Sequence[Segment], live: IntArray | None) -> Segmen
     n_postings = int(offsets_full[-1])
     docs = np.empty(n_postings, dtype=np.uint32)
     tfs = np.empty(n_postings, dtype=np.uint16)
-    for i, (terms, term_counts, seg_docs, seg_tfs) in enumerate(kept):
+    for i, (_, term_counts, seg_docs, seg_tfs) in enumerate(kept):
         if seg_docs.shape[0] == 0:
             continue
         local_start = np.cumsum(term_counts) - term_counts
-        shift = np.repeat(base[i, terms] - local_start, term_counts)
+        shift = np.repeat(base[i, columns[i]] - local_start, term_counts)
         where = shift + np.arange(seg_docs.shape[0], dtype=np.int64)
         docs[where] = seg_docs
         tfs[where] = seg_tfs
-    present = np.flatnonzero(total)
     return Segment(
-        terms=present.astype(np.uint32),
-        offsets=np.append(offsets_full[present], n_postings).astype(np.int64),
+        terms=terms_present.astype(np.uint32),
+        offsets=offsets_full.astype(np.int64),
         docs=docs,
         tfs=tfs,
         doc_lo=min(s.doc_lo for s in segments),

@@ -220,6 +220,31 @@ class NearDuplicateIndex:
         if self._recent_docs >= max(self.settle_docs_min, self.settle_fraction * len(self._hash)):
             self._settle()
 
+    def add_batch(self, docs: Sequence[int], hashes: Sequence[int]) -> None:
+        """``add`` of each (doc, hash) in order: the same docs end up indexed."""
+        if len(docs) != len(hashes):
+            raise ValueError("docs and hashes differ in length")
+        if any(doc in self._hash for doc in docs) or len(set(docs)) != len(docs):
+            raise ValueError("a doc is already indexed")
+        if not docs:
+            return
+        self._hash.update(zip(docs, hashes, strict=True))
+        values = np.asarray(hashes, dtype=np.uint64)
+        mask = np.uint64((1 << _BAND_BITS) - 1)
+        recent = self._recent
+        for band in range(_BANDS):
+            band_values = ((values >> np.uint64(band * _BAND_BITS)) & mask).tolist()
+            for doc, value in zip(docs, band_values, strict=True):
+                recent.setdefault((band, value), []).append(doc)
+        self._recent_docs += len(docs)
+        if self.docs_max is not None:
+            # The oldest go first, as when added one by one: the newest docs_max stay.
+            self._order.extend(docs)
+            while len(self._hash) > self.docs_max:
+                self.remove(self._order.popleft())
+        if self._recent_docs >= max(self.settle_docs_min, self.settle_fraction * len(self._hash)):
+            self._settle()
+
     def remove(self, doc: int) -> bool:
         h = self._hash.pop(doc, None)
         if h is None:
