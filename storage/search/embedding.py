@@ -88,48 +88,58 @@ class HashingEmbedder:
         if tokens.tokenizer is not self.tokenizer:
             raise ValueError("tokens of another tokenizer")
         n = tokens.counts.shape[0]
-        out = np.zeros((n, self.dim), dtype=np.float32)
         if n == 0:
-            return out
+            return np.zeros((0, self.dim), dtype=np.float32)
         vocabulary = tokens.vocabulary
         terms = tokens.term_ids()
         kept = terms != 0
         row, terms = tokens.rows()[kept], terms[kept]
         s = self.settings
+        # Each family as (weight, row, code) of its features, all counted in one bincount.
+        families: list[tuple[float, IntArray, IntArray]] = []
         if s.word_weight or s.pair_weight:
             column = vocabulary.term_column(
                 "hashing.term_hash", np.uint64, _term_hashes, tokens.terms_known
             )
             hashes = column[terms]
             if s.word_weight:
-                out += s.word_weight * self._family(row, hashes, n)
+                families.append((s.word_weight, row, self._codes(hashes)))
             if s.pair_weight and hashes.shape[0] > 1:
                 same = row[1:] == row[:-1]
                 pairs = mix64(hashes[:-1] * _PAIR + hashes[1:])[same]
-                out += s.pair_weight * self._family(row[1:][same], pairs, n)
+                families.append((s.pair_weight, row[1:][same], self._codes(pairs)))
         if s.ngram_weight:
             starts, lengths, codes = vocabulary.term_ragged(
                 self._ngram_key, np.int64, self._term_ngrams, tokens.terms_known
             )
             per_term = lengths[terms]
             grams = codes[spans(starts[terms], per_term)]
-            out += s.ngram_weight * self._family_of_codes(np.repeat(row, per_term), grams, n)
-        return _normalized(out)
+            families.append((s.ngram_weight, np.repeat(row, per_term), grams))
+        return _normalized(self._weighted_sum(families, n))
 
-    def _family(self, row: IntArray, hashes: IntArray, n: int) -> FloatArray:
-        """One feature family hashed into (n, dim), each row L2-normalized."""
-        return self._family_of_codes(row, self._codes(hashes), n)
+    def _weighted_sum(self, families: list[tuple[float, IntArray, IntArray]], n: int) -> FloatArray:
+        """Sum over families of weight x (the family's features counted by row, each row
+        L2-normalized): one bincount and one normalization for them all."""
+        out = np.zeros((n, self.dim), dtype=np.float32)
+        if not families:
+            return out
+        size = n * self.dim
+        flat = np.concatenate(
+            [i * size + row * self.dim + (codes >> 1) for i, (_, row, codes) in enumerate(families)]
+        )
+        codes = np.concatenate([codes for _, _, codes in families])
+        sign = 1.0 - 2.0 * (codes & 1).astype(np.float32)
+        counts = np.bincount(flat, weights=sign, minlength=len(families) * size)
+        normalized = _normalized(counts.reshape(len(families) * n, self.dim).astype(np.float32))
+        for i, (weight, _, _) in enumerate(families):
+            out += weight * normalized[i * n : (i + 1) * n]
+        return out
 
     def _codes(self, hashes: IntArray) -> IntArray:
         """Each feature hash as ``2 * bucket + sign bit``: where it adds, and with which sign."""
         bucket = (hashes >> np.uint64(33)) % np.uint64(self.dim)
         codes: IntArray = (bucket << np.uint64(1) | (hashes & np.uint64(1))).astype(np.int64)
         return codes
-
-    def _family_of_codes(self, row: IntArray, codes: IntArray, n: int) -> FloatArray:
-        sign = 1.0 - 2.0 * (codes & 1).astype(np.float32)
-        flat = np.bincount(row * self.dim + (codes >> 1), weights=sign, minlength=n * self.dim)
-        return _normalized(flat.reshape(n, self.dim).astype(np.float32))
 
     def _term_ngrams(self, terms: list[str]) -> tuple[IntArray, IntArray]:
         """Per term, how many character n-grams its padded ``<term>`` has, and their codes.

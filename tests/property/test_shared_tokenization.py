@@ -176,3 +176,10 @@ def test_tokens_of_another_tokenizer_are_refused() -> None:
         InvertedIndex().add_tokens([0], tokens)
     with pytest.raises(ValueError, match="another tokenizer"):
         HashingEmbedder().embed_tokens(tokens)
+
+
+def test_simhash_counts_every_bit_of_the_longest_texts() -> None:
+    # The same shingle throughout: each of its set bits is counted 254 times in one lane.
+    texts = ["same " * 300, "two words " * 150, "one", ""]
+    tokens = lexicon_of(DEFAULT_TOKENIZER).tokenize(texts)
+    assert simhash_tokens(tokens).tolist() == [simhash(text) for text in texts]
