@@ -103,9 +103,9 @@ class NewDocs:
     tags: list[list[str]]
     location: list[tuple[int, int, int]]
     private: list[bool]
-    fact_kind: list[int]
-    significance: list[tuple[float, ...]]  # six each, SIGNIFICANCE_DIMENSIONS order
-    simhash: list[int]
+    fact_kind: npt.ArrayLike  # ints
+    significance: npt.ArrayLike  # six floats each, SIGNIFICANCE_DIMENSIONS order
+    simhash: npt.ArrayLike  # uint64
 
 
 class Catalog:

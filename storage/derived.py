@@ -47,12 +47,13 @@ from memoryd.storage.log import LogEntry, RecordLocation
 from memoryd.storage.record import RecordType
 from memoryd.storage.search import HashingEmbedder, SearchIndex
 from memoryd.storage.search.lexicon import Tokens, lexicon_of
-from memoryd.storage.search.significance import analyze_tokens, effective_significance
+from memoryd.storage.search.significance import (
+    SIGNIFICANCE_DIMENSIONS,
+    analyze_tokens,
+    effective_significance,
+)
 from memoryd.storage.search.simhash import NearDuplicateIndex, simhash_tokens
 from memoryd.storage.search.text import DEFAULT_TOKENIZER, TermBatch
-
-# Per frame: its six significance scores, its fact kind's code and its SimHash.
-Annotation = tuple[tuple[float, ...], int, int]
 
 UNBUILDABLE_KEPT_MAX = 100  # how many unbuildable records are remembered for stats
 NEAR_DUPLICATE_DOCS_MAX = 100_000  # near twins are looked for among this many recent frames
@@ -159,6 +160,24 @@ class BlindedText:
 
 
 @dataclass(frozen=True, slots=True)
+class Annotations:
+    """Per frame of a run: its six significance scores, its fact kind's code and its
+    SimHash (0 for a private frame: never kept), as columns."""
+
+    scores: np.ndarray  # float64, (frames, 6), SIGNIFICANCE_DIMENSIONS order
+    fact_kinds: np.ndarray  # int64
+    simhashes: np.ndarray  # uint64
+
+    def select(self, rows: Sequence[int]) -> Annotations:
+        return Annotations(self.scores[rows], self.fact_kinds[rows], self.simhashes[rows])
+
+
+NO_ANNOTATIONS = Annotations(
+    np.zeros((0, len(SIGNIFICANCE_DIMENSIONS))), np.zeros(0, np.int64), np.zeros(0, np.uint64)
+)
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedEvent:
     """One decoded record of a run: a put (frame), a delete (target id), or neither."""
 
@@ -178,8 +197,7 @@ class PreparedPrivate:
     locations: list[RecordLocation]
     per_index: list[object]
     failed: list[tuple[str, int, str]]  # (frame id, seq, reason): never indexable
-    # Aligned with ``frames``: scores, fact kind code, SimHash (0: never kept for private).
-    annotations: list[Annotation] = field(default_factory=list)
+    annotations: Annotations = NO_ANNOTATIONS  # aligned with ``frames``
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +208,7 @@ class Prepared:
     events: list[PreparedEvent]
     frames: list[Frame]  # every put of the run, in order
     per_index: list[object]  # each index's ``prepare`` of ``frames``
-    # Aligned with ``frames``: scores, fact kind code, SimHash.
-    annotations: list[Annotation] = field(default_factory=list)
+    annotations: Annotations = NO_ANNOTATIONS  # aligned with ``frames``
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +285,7 @@ class DerivedState:
                 events.append(PreparedEvent(record.seq, error=str(exc), location=entry.location))
         frames = [e.frame for e in events if e.frame is not None and e.frame.sealed is None]
         if not frames:
-            return Prepared(entries, events, frames, [], [])
+            return Prepared(entries, events, frames, [])
         # One tokenization of the run, shared by the indexes and the annotations.
         tokens = lexicon_of(DEFAULT_TOKENIZER).tokenize([frame.content for frame in frames])
         per_index = [index.prepare(frames, tokens) for index in self.indexes]
@@ -287,7 +304,7 @@ class DerivedState:
         removed: list[int] = []
         put_position = -1
         # Puts go into the catalog together, in order; a delete first lets those before it in.
-        waiting: list[tuple[Frame, RecordLocation, Annotation]] = []
+        waiting: list[tuple[Frame, RecordLocation, int]] = []  # (put, location, position)
         waiting_ids: set[str] = set()
         for event in prepared.events:
             frame = event.frame
@@ -299,14 +316,14 @@ class DerivedState:
                 if frame.id in self.catalog.doc_of or frame.id in waiting_ids:
                     continue  # a duplicate put that the writer let through: already built
                 assert event.location is not None
-                waiting.append((frame, event.location, prepared.annotations[put_position]))
+                waiting.append((frame, event.location, put_position))
                 waiting_ids.add(frame.id)
                 added.append(frame)
                 stored.append(frame)
                 positions.append(put_position)
             elif event.delete_id is not None:
                 if waiting:
-                    docs.extend(self._catalog_add_batch(waiting))
+                    docs.extend(self._catalog_add_batch(waiting, prepared.annotations))
                     waiting, waiting_ids = [], set()
                 self.private_pending.pop(event.delete_id, None)
                 self.private_indexed.pop(event.delete_id, None)
@@ -317,7 +334,7 @@ class DerivedState:
             elif event.error is not None:
                 self._note_unbuildable(event.seq, event.error, event.location)
         if waiting:
-            docs.extend(self._catalog_add_batch(waiting))
+            docs.extend(self._catalog_add_batch(waiting, prepared.annotations))
         if added:
             for index, work in zip(self.indexes, prepared.per_index, strict=True):
                 index.add_frames(docs, added, _select(work, positions, len(prepared.frames)))
@@ -391,6 +408,7 @@ class DerivedState:
         if not frames:
             return BuildStep([], False)
         docs: list[int] = []
+        annotations = prepared.annotations
         for i, frame in zip(keep, frames, strict=True):
             self.private_indexed[frame.id] = self.private_pending.pop(frame.id)
             tags = [blinded_tag_name(tag) for tag in frame.tags]
@@ -399,7 +417,11 @@ class DerivedState:
                 self._catalog_add(
                     frame,
                     prepared.locations[i],
-                    prepared.annotations[i],
+                    (
+                        tuple(annotations.scores[i].tolist()),
+                        int(annotations.fact_kinds[i]),
+                        int(annotations.simhashes[i]),
+                    ),
                     tags=blinded_tags or [],
                 )
             )
@@ -462,7 +484,7 @@ class DerivedState:
         self,
         frame: Frame,
         location: RecordLocation,
-        annotation: Annotation,
+        annotation: tuple[tuple[float, ...], int, int],
         tags: list[str] | None = None,
     ) -> int:
         self.frames_built += 1
@@ -485,10 +507,13 @@ class DerivedState:
             self.near.add(doc, simhash)
         return doc
 
-    def _catalog_add_batch(self, puts: list[tuple[Frame, RecordLocation, Annotation]]) -> range:
-        """``_catalog_add`` of each put, in order, with a few numpy calls per column."""
+    def _catalog_add_batch(
+        self, puts: list[tuple[Frame, RecordLocation, int]], annotations: Annotations
+    ) -> range:
+        """``_catalog_add`` of each (frame, location, row of ``annotations``), in order,
+        with a few numpy calls per column."""
         frames = [frame for frame, _, _ in puts]
-        annotations = [annotation for _, _, annotation in puts]
+        rows = annotations.select([row for _, _, row in puts])
         docs = self.catalog.add_batch(
             NewDocs(
                 ids=[frame.id for frame in frames],
@@ -500,14 +525,14 @@ class DerivedState:
                 tags=[frame.tags for frame in frames],
                 location=[location for _, location, _ in puts],
                 private=[frame.private for frame in frames],
-                fact_kind=[fact_kind for _, fact_kind, _ in annotations],
-                significance=[scores for scores, _, _ in annotations],
-                simhash=[simhash for _, _, simhash in annotations],
+                fact_kind=rows.fact_kinds,
+                significance=rows.scores,
+                simhash=rows.simhashes,
             )
         )
         self.frames_built += len(puts)
-        hashed = [(doc, a[2]) for doc, a in zip(docs, annotations, strict=True) if a[2]]
-        self.near.add_batch([doc for doc, _ in hashed], [h for _, h in hashed])
+        hashed = np.flatnonzero(rows.simhashes)
+        self.near.add_batch((hashed + docs.start).tolist(), rows.simhashes[hashed].tolist())
         return docs
 
     def near_duplicate_of(self, simhash: int, namespace: str) -> str | None:
@@ -560,7 +585,7 @@ class DerivedState:
         }
 
 
-def annotate(frames: Sequence[Frame], tokens: Tokens | None = None) -> list[Annotation]:
+def annotate(frames: Sequence[Frame], tokens: Tokens | None = None) -> Annotations:
     """Per frame: its six significance scores, its fact kind's code and its SimHash.
 
     ``tokens``: the frames' texts tokenized by the default tokenizer's lexicon
@@ -568,23 +593,19 @@ def annotate(frames: Sequence[Frame], tokens: Tokens | None = None) -> list[Anno
     pure: runs on the builder thread.
     """
     if not frames:
-        return []
+        return NO_ANNOTATIONS
     texts = [frame.content for frame in frames]
     if tokens is None or tokens.tokenizer is not DEFAULT_TOKENIZER:
         tokens = lexicon_of(DEFAULT_TOKENIZER).tokenize(texts)
-    hashes = simhash_tokens(tokens).tolist()
     analysis = analyze_tokens(texts, tokens)
-    out = []
-    for frame, simhash, scores, fact_kind in zip(
-        frames, hashes, analysis.scores.tolist(), analysis.fact_kinds.tolist(), strict=True
-    ):
-        given = frame.significance
-        if given is not None:
-            scores = list(effective_significance(frame.content, given))
-        # A private frame's SimHash would tell about its text: it is never kept.
-        kept = 0 if frame.private else int(simhash)
-        out.append((tuple(scores), fact_kind, kept))
-    return out
+    scores = analysis.scores
+    simhashes = simhash_tokens(tokens)
+    for i, frame in enumerate(frames):
+        if frame.significance is not None:
+            scores[i] = effective_significance(frame.content, frame.significance)
+        if frame.private:
+            simhashes[i] = 0  # a private frame's SimHash would tell about its text
+    return Annotations(scores, analysis.fact_kinds, simhashes)
 
 
 def _select(work: object, positions: list[int], total: int) -> object:
