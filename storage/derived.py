@@ -582,6 +582,7 @@ class DerivedState:
             "private_pending": len(self.private_pending),
             "near_duplicate_docs": len(self.near),
             "near_duplicate_bytes": self.near.memory_bytes(),
+            **lexicon_of(DEFAULT_TOKENIZER).stats(),
         }
 
 

@@ -37,7 +37,7 @@ import numpy.typing as npt
 from memoryd.storage.search.arrays import BoolArray, IntArray, grown
 from memoryd.storage.search.text import Tokenizer, fold_word, raw_words_batch, token_chars_max
 
-lexicon_words_max = 1 << 20  # raw runs one vocabulary remembers (~200 MiB at most, columns too)
+lexicon_words_max = 1 << 20  # raw runs one vocabulary remembers (~450 MiB at most, see stats)
 
 
 class _Column:
@@ -106,6 +106,13 @@ class Vocabulary:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def memory_bytes(self) -> int:
+        """Estimated bytes held: ~180 a word (its key, dict entry, word and columns),
+        ~150 a term plus 4 per value of a ragged column."""
+        values = sum(r.values.size * r.values.data.itemsize for r in self._ragged.values())
+        columns = sum(c.size * c.data.itemsize for c in self._columns.values())
+        return 180 * len(self.ids) + 150 * len(self.terms) + values + columns
 
     def _admit(self) -> None:
         """Give the words that ``ids`` queued their word, term and ``kept`` flag."""
@@ -245,8 +252,11 @@ class Lexicon:
         self._lock = threading.Lock()
         self.vocabulary = Vocabulary(tokenizer, self._lock)
         self.vocabularies = 1  # how many were started (a new one when one fills up)
+        self.runs = 0  # raw runs tokenized
+        self.new_words = 0  # of which were new to their vocabulary
 
     def tokenize(self, texts: Sequence[str]) -> Tokens:
+        """The tokens of ``texts``: split (text.py), then one dict lookup per run."""
         raws, counts = raw_words_batch(texts)
         with self._lock:
             vocabulary = self.vocabulary
@@ -256,10 +266,25 @@ class Lexicon:
             word_ids = np.fromiter(
                 map(vocabulary.ids.__getitem__, raws), dtype=np.int64, count=len(raws)
             )
+            self.runs += len(raws)
+            self.new_words += len(vocabulary.ids.new)
             vocabulary._admit()
             return Tokens(
                 vocabulary, counts, word_ids, len(vocabulary.words), len(vocabulary.terms)
             )
+
+    def stats(self) -> dict[str, int | float]:
+        """How full the current vocabulary is, and how often a run was already known."""
+        with self._lock:
+            vocabulary = self.vocabulary
+            return {
+                "lexicon_words": len(vocabulary),
+                "lexicon_words_max": lexicon_words_max,
+                "lexicon_terms": len(vocabulary.terms) - 1,
+                "lexicon_vocabularies": self.vocabularies,
+                "lexicon_hit_ratio": round(1 - self.new_words / max(self.runs, 1), 4),
+                "lexicon_bytes": vocabulary.memory_bytes(),
+            }
 
 
 _lexicons: weakref.WeakKeyDictionary[Tokenizer, Lexicon] = weakref.WeakKeyDictionary()

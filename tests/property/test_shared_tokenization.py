@@ -183,3 +183,13 @@ def test_simhash_counts_every_bit_of_the_longest_texts() -> None:
     texts = ["same " * 300, "two words " * 150, "one", ""]
     tokens = lexicon_of(DEFAULT_TOKENIZER).tokenize(texts)
     assert simhash_tokens(tokens).tolist() == [simhash(text) for text in texts]
+
+
+def test_lexicon_stats_count_words_and_new_ones() -> None:
+    lexicon = Lexicon(Tokenizer())
+    lexicon.tokenize(["red car red", "blue car"])
+    stats = lexicon.stats()
+    assert stats["lexicon_words"] == 3 and stats["lexicon_terms"] == 3
+    assert stats["lexicon_hit_ratio"] == round(1 - 3 / 5, 4)
+    assert stats["lexicon_vocabularies"] == 1
+    assert stats["lexicon_bytes"] > 0 and stats["lexicon_words_max"] >= 3
