@@ -231,7 +231,7 @@ def _word_flags(words: list[str]) -> IntArray:
     """
     out = []
     for w in words:
-        f = _DIGIT if any(c.isdecimal() for c in w) else 0
+        f = _DIGIT if not w.isalpha() and any(c.isdecimal() for c in w) else 0
         if 0 < len(w) <= token_chars_max:
             lexicons = _FLAGS.get(w, 0)
             f |= lexicons | _WORD

@@ -46,6 +46,11 @@ _DOC_MASK = (1 << _DOC_BITS) - 1
 _PAIR = np.uint64(0x9E3779B97F4A7C15)
 
 
+def _hash_word(word: str) -> int:
+    digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8, person=b"memoryd-s")
+    return int.from_bytes(digest.digest(), "little")
+
+
 class _WordHashes(dict[str, int]):
     """word -> 64-bit hash, computed on a miss; bounded (cleared when full).
 
@@ -54,8 +59,7 @@ class _WordHashes(dict[str, int]):
     """
 
     def __missing__(self, word: str) -> int:
-        digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8, person=b"memoryd-s")
-        h = int.from_bytes(digest.digest(), "little")
+        h = _hash_word(word)
         if len(self) >= word_hash_cache_entries_max:
             self.clear()
         self[word] = h
@@ -96,7 +100,7 @@ def simhash_batch(texts: Sequence[str], tokenizer: Tokenizer = DEFAULT_TOKENIZER
 
 
 def _word_hash_column(words: list[str]) -> IntArray:
-    return np.fromiter(map(_word_hash, words), dtype=np.uint64, count=len(words))
+    return np.fromiter(map(_hash_word, words), dtype=np.uint64, count=len(words))
 
 
 def simhash_tokens(tokens: Tokens) -> IntArray:
