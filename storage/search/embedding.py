@@ -79,6 +79,8 @@ class HashingEmbedder:
             f"stem{int(self.tokenizer.stemming)}"
         )
         self._ngram_key = ("hashing.ngrams", s.dim, s.ngram_min, s.ngram_max)
+        # A feature's sign by its code (see _codes): +1 for an even code, -1 for an odd one.
+        self._sign = np.tile(np.array([1.0, -1.0], dtype=np.float32), s.dim)
 
     def embed(self, texts: Sequence[str]) -> FloatArray:
         return self.embed_tokens(lexicon_of(self.tokenizer).tokenize(texts))
@@ -123,13 +125,12 @@ class HashingEmbedder:
         out = np.zeros((n, self.dim), dtype=np.float32)
         if not families:
             return out
-        size = n * self.dim
-        flat = np.concatenate(
-            [i * size + row * self.dim + (codes >> 1) for i, (_, row, codes) in enumerate(families)]
-        )
+        rows = np.concatenate([row + i * n for i, (_, row, _) in enumerate(families)])
         codes = np.concatenate([codes for _, _, codes in families])
-        sign = 1.0 - 2.0 * (codes & 1).astype(np.float32)
-        counts = np.bincount(flat, weights=sign, minlength=len(families) * size)
+        flat = rows * self.dim + (codes >> 1)
+        counts = np.bincount(
+            flat, weights=self._sign[codes], minlength=len(families) * n * self.dim
+        )
         normalized = _normalized(counts.reshape(len(families) * n, self.dim).astype(np.float32))
         for i, (weight, _, _) in enumerate(families):
             out += weight * normalized[i * n : (i + 1) * n]

@@ -18,7 +18,9 @@ it) is split by ``bytes.translate`` + ``bytes.split``, three times faster than a
 regex here; other text goes through the Unicode regex, with the same result on
 ASCII.  The per-word work (stop word test, stemming) is memoized in a bounded dict
 keyed by the raw word, so the steady-state cost per token is one dict lookup, and
-``terms_batch`` does those lookups in one ``map`` over a whole batch.
+``terms_batch`` does those lookups in one ``map`` over a whole batch.  The builder
+goes further: ``raw_words_batch`` splits a whole batch, and a lexicon (lexicon.py)
+gives each raw word an id once, from which every pass reads what it needs.
 """
 
 from __future__ import annotations

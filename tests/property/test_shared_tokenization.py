@@ -193,3 +193,20 @@ def test_lexicon_stats_count_words_and_new_ones() -> None:
     assert stats["lexicon_hit_ratio"] == round(1 - 3 / 5, 4)
     assert stats["lexicon_vocabularies"] == 1
     assert stats["lexicon_bytes"] > 0 and stats["lexicon_words_max"] >= 3
+
+
+def test_a_column_computes_each_word_once() -> None:
+    lexicon = Lexicon(Tokenizer())
+    asked: list[list[str]] = []
+
+    def lengths(words: list[str]) -> np.ndarray:
+        asked.append(words)
+        return np.array([len(w) for w in words], dtype=np.int64)
+
+    first = lexicon.tokenize(["alpha beta", "alpha"])
+    column = first.vocabulary.word_column("test.len", np.int64, lengths, first.words_known)
+    assert column[first.word_ids].tolist() == [5, 4, 5]
+    second = lexicon.tokenize(["beta gamma"])
+    column = second.vocabulary.word_column("test.len", np.int64, lengths, second.words_known)
+    assert column[second.word_ids].tolist() == [4, 5]
+    assert asked == [["alpha", "beta"], ["gamma"]]  # only new words, in id order
