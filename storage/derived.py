@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import orjson
@@ -177,9 +177,10 @@ NO_ANNOTATIONS = Annotations(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedEvent:
-    """One decoded record of a run: a put (frame), a delete (target id), or neither."""
+class PreparedEvent(NamedTuple):
+    """One decoded record of a run: a put (frame), a delete (target id), or neither.
+
+    A named tuple: one per record, made twice as fast as a frozen dataclass."""
 
     seq: int
     frame: Frame | None = None
