@@ -219,7 +219,9 @@ def classify_fact_kind(text: str) -> FactKind:
 _PAST_LIKE, _LONG, _HOW, _TO, _WORD, _DIGIT = (1 << i for i in range(9, 15))
 _COUNTED = (_E, _K, _R, _B, _T, _P, _PROC, _PAST_LIKE, _LONG, _HOW, _TO, _WORD, _DIGIT)
 _BIT_OF = np.array([flag.bit_length() - 1 for flag in _COUNTED], dtype=np.int64)
-_SCALES = (2.0, 3.0, 2.0, 1.5, 1.5, 1.5)  # _saturate's scale of each dimension, in order
+# _saturate's scale of each dimension, in order, as analyze() uses them (and
+# tests/property/test_shared_tokenization.py checks that both give the same).
+_SCALES = (2.0, 3.0, 2.0, 1.5, 1.5, 1.5)
 saturate_cache_entries_max = 1 << 16
 
 
@@ -274,9 +276,9 @@ class BatchAnalysis:
 
 
 def analyze_tokens(texts: Sequence[str], tokens: Tokens) -> BatchAnalysis:
-    """``analyze`` of each text, from its ``tokens`` (made by the default tokenizer's
-    lexicon): the same scores and kinds, with numpy over the batch instead of a
-    Python loop over each text's words."""
+    """``analyze`` of each text, from its ``tokens`` (any tokenizer's: words do not
+    depend on stop words or stemming): the same scores and kinds, with numpy over
+    the batch instead of a Python loop over each text's words."""
     flags = tokens.vocabulary.word_column(
         "significance.flags", np.int64, _word_flags, tokens.words_known
     )[tokens.word_ids]
@@ -297,7 +299,7 @@ def analyze_tokens(texts: Sequence[str], tokens: Tokens) -> BatchAnalysis:
     scores = np.empty((len(texts), 6), dtype=np.float64)
     for i, (values, saturated) in enumerate(zip(evidence, _SATURATED, strict=True)):
         scores[:, i] = list(map(saturated.__getitem__, np.asarray(values, np.float64).tolist()))
-    proc = proc + 2 * steps + 2 * _first_word_is_imperative(tokens, flags, n_words)
+    proc = proc + 2 * steps + 2 * _first_word_is_imperative(flags, n_words)
     proc += (how > 0) & (to > 0)
     when = t + dates
     episodic = past + np.where(past > 0, when, 0)
@@ -310,8 +312,8 @@ def analyze_tokens(texts: Sequence[str], tokens: Tokens) -> BatchAnalysis:
     return BatchAnalysis(scores, kinds.astype(np.int64))
 
 
-def _first_word_is_imperative(tokens: Tokens, flags: IntArray, n_words: IntArray) -> IntArray:
-    """1 for texts whose first kept word is an imperative, else 0."""
+def _first_word_is_imperative(flags: IntArray, n_words: IntArray) -> IntArray:
+    """1 for texts whose first kept word is an imperative, else 0 (``flags``: per run)."""
     out = np.zeros(n_words.shape[0], dtype=np.int64)
     kept = np.flatnonzero(flags & _WORD)
     has = n_words > 0
