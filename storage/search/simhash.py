@@ -208,7 +208,8 @@ class NearDuplicateIndex:
         self.docs_max = docs_max
         self._hash: dict[int, int] = {}
         self._order: collections.deque[int] = collections.deque()
-        self._recent: dict[tuple[int, int], list[int]] = {}
+        # Per band: band value -> docs added since the last settling.
+        self._recent: list[dict[int, list[int]]] = [{} for _ in range(_BANDS)]
         self._recent_docs = 0
         empty = np.zeros(0, dtype=np.uint64)
         self._settled: list[tuple[IntArray, IntArray]] = [
@@ -224,8 +225,8 @@ class NearDuplicateIndex:
         if not 0 <= doc <= _DOC_MASK:
             raise ValueError(f"doc {doc} is out of range")
         self._hash[doc] = h
-        for key in _bands(h):
-            self._recent.setdefault(key, []).append(doc)
+        for band, value in _bands(h):
+            self._recent[band].setdefault(value, []).append(doc)
         self._recent_docs += 1
         if self.docs_max is not None:
             self._order.append(doc)
@@ -247,11 +248,11 @@ class NearDuplicateIndex:
         self._hash.update(zip(docs, hashes, strict=True))
         values = np.asarray(hashes, dtype=np.uint64)
         mask = np.uint64((1 << _BAND_BITS) - 1)
-        recent = self._recent
         for band in range(_BANDS):
             band_values = ((values >> np.uint64(band * _BAND_BITS)) & mask).tolist()
+            setdefault = self._recent[band].setdefault
             for doc, value in zip(docs, band_values, strict=True):
-                recent.setdefault((band, value), []).append(doc)
+                setdefault(value, []).append(doc)
         self._recent_docs += len(docs)
         if self.docs_max is not None:
             # The oldest go first, as when added one by one: the newest docs_max stay.
@@ -265,12 +266,13 @@ class NearDuplicateIndex:
         h = self._hash.pop(doc, None)
         if h is None:
             return False
-        for key in _bands(h):
-            docs = self._recent.get(key)
+        for band, value in _bands(h):
+            recent = self._recent[band]
+            docs = recent.get(value)
             if docs is not None and doc in docs:
                 docs.remove(doc)
                 if not docs:
-                    del self._recent[key]
+                    del recent[value]
         return True
 
     def _settle(self) -> None:
@@ -287,7 +289,7 @@ class NearDuplicateIndex:
             keys.sort()
             settled.append(((keys >> _DOC_BITS).astype(np.uint64), keys & _DOC_MASK))
         self._settled = settled
-        self._recent = {}
+        self._recent = [{} for _ in range(_BANDS)]
         self._recent_docs = 0
 
     def _candidates(self, h: int) -> set[int]:
@@ -300,7 +302,7 @@ class NearDuplicateIndex:
             hi = int(values.searchsorted(key, "right"))
             if hi > lo:
                 found.update(docs[lo:hi].tolist())
-            found.update(self._recent.get((band, value), ()))
+            found.update(self._recent[band].get(value, ()))
         return found
 
     def nearest(
@@ -340,8 +342,8 @@ class NearDuplicateIndex:
                 lo = int(np.searchsorted(values, np.uint64(value), side="left"))
                 hi = int(np.searchsorted(values, np.uint64(value), side="right"))
                 in_settled = doc in docs[lo:hi].tolist()
-                assert in_settled or doc in self._recent.get((band, value), ()), doc
-        for recent in self._recent.values():
+                assert in_settled or doc in self._recent[band].get(value, ()), doc
+        for recent in (docs for band in self._recent for docs in band.values()):
             assert recent and all(d in self._hash for d in recent)
         if self.docs_max is not None:
             assert len(self._hash) <= self.docs_max
