@@ -20,7 +20,8 @@ Contract:
   the words (or terms) themselves; each value is computed once, for all the new
   words of a batch together.  A value depends on its word only, never on ids.
 * Bounded: a vocabulary holds ``lexicon_words_max`` raw runs; a batch that would
-  pass that starts a new, empty vocabulary (tokens keep theirs, so stay valid).
+  pass that starts a new, empty vocabulary (tokens keep theirs, so stay valid; a
+  single batch with more distinct runs than that still gets them all).
 * Thread-safe: the builder's thread and queries share a lexicon under its lock.
 """
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import random
+import threading
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 from memoryd.storage.search import lexicon as lexicon_module
 from memoryd.storage.search.embedding import HashingEmbedder, HashingSettings
 from memoryd.storage.search.inverted import InvertedIndex
-from memoryd.storage.search.lexicon import Lexicon, lexicon_of
+from memoryd.storage.search.lexicon import Lexicon, Tokens, lexicon_of
 from memoryd.storage.search.significance import FACT_KINDS, analyze, analyze_tokens
 from memoryd.storage.search.simhash import simhash, simhash_tokens
 from memoryd.storage.search.text import DEFAULT_TOKENIZER, Tokenizer
@@ -168,6 +170,44 @@ def test_a_full_vocabulary_starts_anew_and_old_tokens_stay_valid(
     for tokens, words in expected:
         assert [tokens.vocabulary.words[i] for i in tokens.word_ids.tolist()] == words.split()
         assert simhash_tokens(tokens).shape == (tokens.counts.shape[0],)
+    # The keyword index keeps its term ids across the change of vocabulary.
+    tokenizer = lexicon.tokenizer
+    by_tokens, by_terms = InvertedIndex(tokenizer=tokenizer), InvertedIndex(tokenizer=tokenizer)
+    third = lexicon.tokenize(["alpha zeta", "beta"])
+    for docs, tokens, texts in (
+        ([0, 1], first, ["alpha beta gamma delta", "epsilon"]),
+        ([2], second, ["zeta eta theta iota"]),
+        ([3, 4], third, ["alpha zeta", "beta"]),
+    ):
+        by_tokens.add_tokens(docs, tokens)
+        by_terms.add_terms(docs, tokenizer.terms_batch(texts))
+    assert by_tokens.to_arrays()[0] == by_terms.to_arrays()[0]
+    for name, array in by_tokens.to_arrays()[1].items():
+        assert np.array_equal(array, by_terms.to_arrays()[1][name]), name
+
+
+def test_threads_tokenizing_at_once_get_consistent_ids() -> None:
+    lexicon = Lexicon(Tokenizer())
+    words = [f"w{i}" for i in range(3000)]
+    results: list[tuple[list[str], Tokens]] = []
+
+    def work(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(40):
+            batch = [" ".join(rng.sample(words, 20)) for _ in range(10)]
+            results.append((batch, lexicon.tokenize(batch)))
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 160
+    for batch, tokens in results:
+        got = [tokens.vocabulary.words[i] for i in tokens.word_ids.tolist()]
+        assert got == " ".join(batch).split()
+    seen = {word for batch, _ in results for text in batch for word in text.split()}
+    assert len(lexicon.vocabulary) == len(set(lexicon.vocabulary.words)) == len(seen)
 
 
 def test_tokens_of_another_tokenizer_are_refused() -> None:
