@@ -148,32 +148,29 @@ class HashingEmbedder:
         An n-gram's hash is a multiply-xorshift over its code points, seeded with n.
         """
         # One string for all: terms padded by '<' '>' and separated by a space, so that
-        # no n-gram spans two terms (those holding a space are dropped).
+        # no n-gram spans two terms (those holding a space are dropped); spaces after
+        # the last one give every n the same windows.
         s = self.settings
         padded = [f"<{t}>" if t else "" for t in terms]
-        joined = " ".join(padded)
+        joined = " ".join(padded) + " " * s.ngram_max
         cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
         lengths = np.fromiter(map(len, padded), dtype=np.int64, count=len(padded))
-        owner_of_char = np.repeat(np.arange(len(padded), dtype=np.int64), lengths + 1)[
-            : cps.shape[0]
-        ]
-        is_space = cps == np.uint64(32)
-        owners, grams = [np.zeros(0, np.int64)], [np.zeros(0, np.uint64)]
-        for n in range(s.ngram_min, s.ngram_max + 1):
-            m = cps.shape[0] - n + 1
-            if m <= 0:
-                continue
-            h = np.full(m, np.uint64(n), dtype=np.uint64)
-            bad = np.zeros(m, dtype=bool)
-            for j in range(n):
-                h = mix64(h * _PAIR + cps[j : j + m])
-                bad |= is_space[j : j + m]
-            owners.append(owner_of_char[:m][~bad])
-            grams.append(h[~bad])
-        owner = np.concatenate(owners)
-        order = np.argsort(owner, kind="stable")
-        counts = np.bincount(owner, minlength=len(terms)).astype(np.int64)
-        return counts, self._codes(np.concatenate(grams)[order])
+        windows = cps.shape[0] - s.ngram_max
+        owner = np.repeat(np.arange(len(padded), dtype=np.int64), lengths + 1)[:windows]
+        spaces = np.zeros(cps.shape[0] + 1, dtype=np.int64)
+        np.cumsum(cps == np.uint64(32), out=spaces[1:])
+        # Row i hashes the windows of n = ngram_min + i: all n advance together, one
+        # character at a time, and an n stops once it has taken n characters.
+        sizes = np.arange(s.ngram_min, s.ngram_max + 1)
+        h = np.repeat(sizes.astype(np.uint64)[:, None], windows, axis=1)
+        for j in range(s.ngram_max):
+            first = max(0, j + 1 - s.ngram_min)  # rows whose n is above j
+            h[first:] = mix64(h[first:] * _PAIR + cps[j : j + windows])
+        at = np.arange(windows)
+        clean = (spaces[at + sizes[:, None]] - spaces[at]) == 0  # (n, window): no space
+        counts = np.bincount(np.broadcast_to(owner, clean.shape)[clean], minlength=len(terms))
+        # Grouped by term: the transposed mask lists each window's n-grams together.
+        return counts.astype(np.int64), self._codes(h.T[clean.T])
 
 
 def _term_hashes(terms: list[str]) -> IntArray:
@@ -181,11 +178,15 @@ def _term_hashes(terms: list[str]) -> IntArray:
     return np.fromiter(map(_term_hash, terms), dtype=np.uint64, count=len(terms))
 
 
+_TERM_HASHER = hashlib.blake2b(digest_size=8, person=b"memoryd-w")  # copied, never fed
+
+
 def _term_hash(term: str) -> int:
     if not term:
         return 0
-    digest = hashlib.blake2b(term.encode("utf-8"), digest_size=8, person=b"memoryd-w")
-    return int.from_bytes(digest.digest(), "little") or 1
+    hasher = _TERM_HASHER.copy()  # a copy costs half of making one with these parameters
+    hasher.update(term.encode("utf-8"))
+    return int.from_bytes(hasher.digest(), "little") or 1
 
 
 def _normalized(m: FloatArray) -> FloatArray:

@@ -46,9 +46,13 @@ _DOC_MASK = (1 << _DOC_BITS) - 1
 _PAIR = np.uint64(0x9E3779B97F4A7C15)
 
 
+_WORD_HASHER = hashlib.blake2b(digest_size=8, person=b"memoryd-s")  # copied, never fed
+
+
 def _hash_word(word: str) -> int:
-    digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8, person=b"memoryd-s")
-    return int.from_bytes(digest.digest(), "little")
+    hasher = _WORD_HASHER.copy()  # a copy costs half of making one with these parameters
+    hasher.update(word.encode("utf-8"))
+    return int.from_bytes(hasher.digest(), "little")
 
 
 class _WordHashes(dict[str, int]):
