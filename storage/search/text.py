@@ -109,10 +109,11 @@ def raw_words_batch(texts: Sequence[str]) -> tuple[list[str | bytes], np.ndarray
     ``map`` over the bytes methods, with no Python call per text.  Raw runs are
     bytes (ASCII) or str: ``fold_word`` turns either into the word.
     """
+    parts: Sequence[Sequence[str | bytes]]
     if all(map(str.isascii, texts)):
         encoded = map(str.encode, texts)
         cleaned = map(bytes.translate, encoded, repeat(_ASCII_TABLE), repeat(_APOSTROPHE))
-        parts: list[list[bytes]] | list[list[str] | list[bytes]] = list(map(bytes.split, cleaned))
+        parts = list(map(bytes.split, cleaned))
     else:
         parts = list(map(_raw_words, texts))
     counts = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
