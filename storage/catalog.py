@@ -47,6 +47,17 @@ class _Column:
         self._data[self._size] = value
         self._size += 1
 
+    def extend(self, values: npt.ArrayLike) -> None:
+        """Append many values at once (converted to the column's dtype)."""
+        array = np.asarray(values, dtype=self._data.dtype)
+        end = self._size + len(array)
+        if end > len(self._data):
+            grown = np.zeros(max(len(self._data) * 2, end), dtype=self._data.dtype)
+            grown[: self._size] = self._data[: self._size]
+            self._data = grown
+        self._data[self._size : end] = array
+        self._size = end
+
     def view(self) -> npt.NDArray[Any]:
         return self._data[: self._size]
 
@@ -77,6 +88,24 @@ class Filters:
     # (dimension, minimum) pairs: a doc must score at least each minimum.
     min_significance: tuple[tuple[str, float], ...] | None = None
     fact_kinds: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewDocs:
+    """Frames to add at once (``Catalog.add_batch``): one entry each, as ``add`` takes them."""
+
+    ids: list[str]
+    seq: list[int]
+    timestamp_ms: list[int]
+    importance: list[float]
+    namespace: list[str]
+    kind: list[str]
+    tags: list[list[str]]
+    location: list[tuple[int, int, int]]
+    private: list[bool]
+    fact_kind: npt.ArrayLike  # ints
+    significance: npt.ArrayLike  # six floats each, SIGNIFICANCE_DIMENSIONS order
+    simhash: npt.ArrayLike  # uint64
 
 
 class Catalog:
@@ -140,11 +169,7 @@ class Catalog:
         self.timestamp_ms.append(timestamp_ms)
         self.importance.append(importance)
         self.namespace_code.append(self.namespaces.setdefault(namespace, len(self.namespaces)))
-        kind_code = self.kinds.get(kind)
-        if kind_code is None:
-            kind_code = self.kinds[kind] = len(self.kind_names)
-            self.kind_names.append(kind)
-        self.kind_code.append(kind_code)
+        self.kind_code.append(self._kind_code(kind))
         self.alive.append(True)
         for tag in tags:
             self._tag_docs.setdefault(tag, []).append(doc)
@@ -159,6 +184,46 @@ class Catalog:
         for column, score in zip(self.significance.values(), scores, strict=True):
             column.append(score)
         return doc
+
+    def add_batch(self, docs: NewDocs) -> range:
+        """``add`` of many frames at once (same doc numbers, same columns); their docs."""
+        first = len(self.ids)
+        count = len(docs.ids)
+        numbers = range(first, first + count)
+        self.ids.extend(docs.ids)
+        self.doc_of.update(zip(docs.ids, numbers, strict=True))
+        self.seq.extend(docs.seq)
+        self.timestamp_ms.extend(docs.timestamp_ms)
+        self.importance.extend(docs.importance)
+        namespaces = self.namespaces
+        self.namespace_code.extend(
+            [namespaces.setdefault(ns, len(namespaces)) for ns in docs.namespace]
+        )
+        self.kind_code.extend([self._kind_code(kind) for kind in docs.kind])
+        self.alive.extend(np.ones(count, dtype=np.bool_))
+        for doc, tags in zip(numbers, docs.tags, strict=True):
+            for tag in tags:
+                self._tag_docs.setdefault(tag, []).append(doc)
+        locations = np.asarray(docs.location, dtype=np.int64).reshape(count, 3)
+        self.segment.extend(locations[:, 0])
+        self.offset.extend(locations[:, 1])
+        self.length.extend(locations[:, 2])
+        self.private.extend(docs.private)
+        self.fact_kind.extend(docs.fact_kind)
+        self.simhash.extend(np.asarray(docs.simhash, dtype=np.uint64))
+        scores = np.asarray(docs.significance, dtype=np.float64).reshape(
+            count, len(self.significance)
+        )
+        for i, column in enumerate(self.significance.values()):
+            column.extend(scores[:, i])
+        return numbers
+
+    def _kind_code(self, kind: str) -> int:
+        code = self.kinds.get(kind)
+        if code is None:
+            code = self.kinds[kind] = len(self.kind_names)
+            self.kind_names.append(kind)
+        return code
 
     def remove(self, frame_id: str) -> int | None:
         """Mark a frame's doc dead; returns its doc number, None if not built."""

@@ -72,3 +72,13 @@ def mix64(h: IntArray) -> IntArray:
     h = h * _MIX_2
     out: IntArray = h ^ (h >> np.uint64(31))
     return out
+
+
+def text_sums(counts: IntArray, values: IntArray) -> IntArray:
+    """Per text, the sum of its values: text i owns ``counts[i]`` consecutive rows of
+    ``values`` (1-D, or 2-D for a sum per column).  int64; an empty text sums to 0."""
+    acc = np.zeros((values.shape[0] + 1, *values.shape[1:]), dtype=np.int64)
+    np.cumsum(values, axis=0, out=acc[1:])
+    ends = np.cumsum(counts)
+    out: IntArray = acc[ends] - acc[ends - counts]
+    return out

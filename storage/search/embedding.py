@@ -12,7 +12,9 @@ character n-grams of those terms; each feature is hashed (keyed BLAKE2b for word
 a multiply-xorshift over code points for n-grams: never Python's salted ``hash``)
 to a bucket and a sign (signed feature hashing keeps inner products unbiased).
 Each family is L2-normalized on its own and weighted, so long texts' many n-grams
-do not drown the words.  Everything after tokenizing is numpy over the whole batch.
+do not drown the words.  A batch is tokenized once (lexicon.py); each term's hash
+and n-gram buckets are computed once per lexicon vocabulary, so everything after
+tokenizing is numpy gathers and one ``bincount`` per family over the whole batch.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from memoryd.storage.search.arrays import FloatArray, IntArray, mix64
+from memoryd.storage.search.lexicon import Tokens, lexicon_of, spans
 from memoryd.storage.search.text import DEFAULT_TOKENIZER, Tokenizer
 
-word_hash_cache_entries_max = 1 << 20  # memo of term -> 64-bit hash, cleared when full
 embed_batch_texts_max = 4096  # MiniLM batches are cut to this many texts
 
 _PAIR = np.uint64(0x9E3779B97F4A7C15)
@@ -76,93 +78,125 @@ class HashingEmbedder:
             f"w{s.word_weight}:p{s.pair_weight}:c{s.ngram_weight}:"
             f"stem{int(self.tokenizer.stemming)}"
         )
-        self._word_hash: dict[str, int] = {}
+        self._ngram_key = ("hashing.ngrams", s.dim, s.ngram_min, s.ngram_max)
+        # A feature's sign by its code (see _codes): +1 for an even code, -1 for an odd one.
+        self._sign = np.tile(np.array([1.0, -1.0], dtype=np.float32), s.dim)
 
     def embed(self, texts: Sequence[str]) -> FloatArray:
-        n = len(texts)
-        out = np.zeros((n, self.dim), dtype=np.float32)
+        return self.embed_tokens(lexicon_of(self.tokenizer).tokenize(texts))
+
+    def embed_tokens(self, tokens: Tokens) -> FloatArray:
+        """``embed`` of the texts of ``tokens``, which this embedder's tokenizer made."""
+        if tokens.tokenizer is not self.tokenizer:
+            raise ValueError("tokens of another tokenizer")
+        n = tokens.counts.shape[0]
         if n == 0:
-            return out
-        batch = self.tokenizer.terms_batch(texts)
-        row = np.repeat(np.arange(n, dtype=np.int64), batch.counts)
-        hashes = np.fromiter(
-            map(self._hash_term, batch.terms), dtype=np.uint64, count=len(batch.terms)
-        )
-        kept = hashes != 0
-        row, hashes = row[kept], hashes[kept]
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vocabulary = tokens.vocabulary
+        terms = tokens.term_ids()
+        kept = terms != 0
+        row, terms = tokens.rows()[kept], terms[kept]
         s = self.settings
-        if s.word_weight:
-            out += s.word_weight * self._family(row, hashes, n)
-        if s.pair_weight and hashes.shape[0] > 1:
-            same = row[1:] == row[:-1]
-            pairs = mix64(hashes[:-1] * _PAIR + hashes[1:])[same]
-            out += s.pair_weight * self._family(row[1:][same], pairs, n)
+        # Each family as (weight, row, code) of its features, all counted in one bincount.
+        families: list[tuple[float, IntArray, IntArray]] = []
+        if s.word_weight or s.pair_weight:
+            column = vocabulary.term_column(
+                "hashing.term_hash", np.uint64, _term_hashes, tokens.terms_known
+            )
+            hashes = column[terms]
+            if s.word_weight:
+                families.append((s.word_weight, row, self._codes(hashes)))
+            if s.pair_weight and hashes.shape[0] > 1:
+                same = row[1:] == row[:-1]
+                pairs = mix64(hashes[:-1] * _PAIR + hashes[1:])[same]
+                families.append((s.pair_weight, row[1:][same], self._codes(pairs)))
         if s.ngram_weight:
-            grams_row, grams = self._ngrams(batch.terms, batch.counts)
-            out += s.ngram_weight * self._family(grams_row, grams, n)
-        return _normalized(out)
+            starts, lengths, codes = vocabulary.term_ragged(
+                self._ngram_key, np.int32, self._term_ngrams, tokens.terms_known
+            )
+            per_term = lengths[terms]
+            grams = codes[spans(starts[terms], per_term)]
+            families.append((s.ngram_weight, np.repeat(row, per_term), grams))
+        return _normalized(self._weighted_sum(families, n))
 
-    def _family(self, row: IntArray, hashes: IntArray, n: int) -> FloatArray:
-        """One feature family hashed into (n, dim), each row L2-normalized."""
-        bucket = (hashes >> np.uint64(33)) % np.uint64(self.dim)
-        sign = 1.0 - 2.0 * (hashes & np.uint64(1)).astype(np.float32)
-        flat = np.bincount(
-            row * self.dim + bucket.astype(np.int64), weights=sign, minlength=n * self.dim
+    def _weighted_sum(self, families: list[tuple[float, IntArray, IntArray]], n: int) -> FloatArray:
+        """Sum over families of weight x (the family's features counted by row, each row
+        L2-normalized): one bincount and one normalization for them all."""
+        out = np.zeros((n, self.dim), dtype=np.float32)
+        if not families:
+            return out
+        rows = np.concatenate([row + i * n for i, (_, row, _) in enumerate(families)])
+        codes = np.concatenate([codes for _, _, codes in families])
+        flat = rows * self.dim + (codes >> 1)
+        counts = np.bincount(
+            flat, weights=self._sign[codes], minlength=len(families) * n * self.dim
         )
-        return _normalized(flat.reshape(n, self.dim).astype(np.float32))
+        normalized = _normalized(counts.reshape(len(families) * n, self.dim).astype(np.float32))
+        for i, (weight, _, _) in enumerate(families):
+            out += weight * normalized[i * n : (i + 1) * n]
+        return out
 
-    def _ngrams(self, terms: list[str], counts: IntArray) -> tuple[IntArray, IntArray]:
-        """Row and hash of each character n-gram of each term, padded ``<term>``."""
-        # One string for the batch: terms padded by '<' '>' and split by spaces; texts are
-        # separated by ngram_max spaces so that no n-gram spans two texts or two terms.
+    def _codes(self, hashes: IntArray) -> IntArray:
+        """Each feature hash as ``2 * bucket + sign bit``: where it adds, and with which sign."""
+        bucket = (hashes >> np.uint64(33)) % np.uint64(self.dim)
+        codes: IntArray = (bucket << np.uint64(1) | (hashes & np.uint64(1))).astype(np.int64)
+        return codes
+
+    def _term_ngrams(self, terms: list[str]) -> tuple[IntArray, IntArray]:
+        """Per term, how many character n-grams its padded ``<term>`` has, and their codes.
+
+        An n-gram's hash is a multiply-xorshift over its code points, seeded with n.
+        """
+        # One string for all: terms padded by '<' '>' and separated by a space, so that
+        # no n-gram spans two terms (those holding a space are dropped); spaces after
+        # the last one give every n the same windows.
         s = self.settings
-        gap = " " * s.ngram_max
-        ends = np.cumsum(counts)
-        pieces = []
-        for end, count in zip(ends.tolist(), counts.tolist(), strict=True):
-            words = [t for t in terms[end - count : end] if t]
-            pieces.append(" ".join(f"<{w}>" for w in words))
-        joined = gap.join(pieces)
+        padded = [f"<{t}>" if t else "" for t in terms]
+        joined = " ".join(padded) + " " * s.ngram_max
         cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-        lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
-        row_of_char = np.repeat(np.arange(len(pieces), dtype=np.int64), lengths + len(gap))[
-            : cps.shape[0]
-        ]
-        is_space = cps == np.uint64(32)
-        rows, grams = [], []
-        for n in range(s.ngram_min, s.ngram_max + 1):
-            m = cps.shape[0] - n + 1
-            if m <= 0:
-                continue
-            h = np.full(m, np.uint64(n), dtype=np.uint64)
-            bad = np.zeros(m, dtype=bool)
-            for j in range(n):
-                h = mix64(h * _PAIR + cps[j : j + m])
-                bad |= is_space[j : j + m]
-            rows.append(row_of_char[:m][~bad])
-            grams.append(h[~bad])
-        if not rows:
-            return np.empty(0, np.int64), np.empty(0, np.uint64)
-        return np.concatenate(rows), np.concatenate(grams)
+        lengths = np.fromiter(map(len, padded), dtype=np.int64, count=len(padded))
+        windows = cps.shape[0] - s.ngram_max
+        owner = np.repeat(np.arange(len(padded), dtype=np.int64), lengths + 1)[:windows]
+        spaces = np.zeros(cps.shape[0] + 1, dtype=np.int64)
+        np.cumsum(cps == np.uint64(32), out=spaces[1:])
+        # Row i hashes the windows of n = ngram_min + i: all n advance together, one
+        # character at a time, and an n stops once it has taken n characters.
+        sizes = np.arange(s.ngram_min, s.ngram_max + 1)
+        h = np.repeat(sizes.astype(np.uint64)[:, None], windows, axis=1)
+        for j in range(s.ngram_max):
+            first = max(0, j + 1 - s.ngram_min)  # rows whose n is above j
+            h[first:] = mix64(h[first:] * _PAIR + cps[j : j + windows])
+        at = np.arange(windows)
+        clean = (spaces[at + sizes[:, None]] - spaces[at]) == 0  # (n, window): no space
+        counts = np.bincount(np.broadcast_to(owner, clean.shape)[clean], minlength=len(terms))
+        # Grouped by term: the transposed mask lists each window's n-grams together.
+        return counts.astype(np.int64), self._codes(h.T[clean.T])
 
-    def _hash_term(self, term: str) -> int:
-        """A stable nonzero 64-bit hash of a term; 0 for the dropped ''."""
-        if not term:
-            return 0
-        h = self._word_hash.get(term)
-        if h is None:
-            digest = hashlib.blake2b(term.encode("utf-8"), digest_size=8, person=b"memoryd-w")
-            h = int.from_bytes(digest.digest(), "little") or 1
-            if len(self._word_hash) >= word_hash_cache_entries_max:
-                self._word_hash.clear()
-            self._word_hash[term] = h
-        return h
+
+def _term_hashes(terms: list[str]) -> IntArray:
+    """A stable nonzero 64-bit hash of each term; 0 for the dropped ''."""
+    return np.fromiter(map(_term_hash, terms), dtype=np.uint64, count=len(terms))
+
+
+_TERM_HASHER = hashlib.blake2b(digest_size=8, person=b"memoryd-w")  # copied, never fed
+
+
+def _term_hash(term: str) -> int:
+    if not term:
+        return 0
+    hasher = _TERM_HASHER.copy()  # a copy costs half of making one with these parameters
+    hasher.update(term.encode("utf-8"))
+    return int.from_bytes(hasher.digest(), "little") or 1
 
 
 def _normalized(m: FloatArray) -> FloatArray:
-    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    """``m`` (float32, owned by the caller: changed in place) with each row L2-normalized.
+
+    The sum of squares as ``np.linalg.norm`` makes it (the same values), in fewer passes.
+    """
+    norms = np.sqrt(np.add.reduce(m * m, axis=1, keepdims=True))
     np.maximum(norms, np.float32(1e-12), out=norms)
-    out: FloatArray = (m / norms).astype(np.float32)
+    out: FloatArray = np.divide(m, norms, out=m)
     return out
 
 

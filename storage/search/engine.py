@@ -32,6 +32,7 @@ from memoryd.storage.search.arrays import BoolArray, FloatArray, IntArray, mask_
 from memoryd.storage.search.columns import DocColumns
 from memoryd.storage.search.embedding import Embedder, HashingEmbedder
 from memoryd.storage.search.inverted import InvertedIndex
+from memoryd.storage.search.lexicon import Tokens
 from memoryd.storage.search.ranking import Mode, RankingWeights, ScoreParts
 from memoryd.storage.search.text import ParsedQuery, TermBatch, contains_phrase
 from memoryd.storage.search.vectors import VectorIndex
@@ -100,13 +101,17 @@ class SearchIndex:
         kinds: Sequence[str] | None = None,
         vectors: FloatArray | None = None,
         terms: TermBatch | None = None,
+        tokens: Tokens | None = None,
     ) -> None:
         """Index a batch; ``vectors`` may bring precomputed embeddings (else embedded here),
-        ``terms`` the keyword terms (else the tokenizer's terms of ``texts``)."""
-        if terms is None:
-            self.inverted.add_batch(docs, texts)
-        else:
+        ``terms`` the keyword terms, or ``tokens`` the texts tokenized by the keyword
+        index's tokenizer (else the tokenizer's terms of ``texts``)."""
+        if terms is not None:
             self.inverted.add_terms(docs, terms)
+        elif tokens is not None:
+            self.inverted.add_tokens(docs, tokens)
+        else:
+            self.inverted.add_batch(docs, texts)
         self.vectors.add_batch(docs, self.embedder.embed(texts) if vectors is None else vectors)
         self.columns.set_batch(docs, times_ms, importance, kinds)
 

@@ -4,8 +4,9 @@ Contract:
 
 * Docs are ints the caller assigns in commit order, never reused: every
   ``add_batch`` must bring docs larger than any doc added before, increasing.
-* ``add_batch`` tokenizes (``Tokenizer.terms_batch``), maps terms to ids and builds
-  one small segment, appended to the *tail*.  When the tail holds
+* ``add_batch`` tokenizes (the tokenizer's lexicon, lexicon.py; ``add_tokens`` takes
+  tokens made already), maps terms to ids and builds one small segment, appended
+  to the *tail*.  Term ids are given in order of first occurrence.  When the tail holds
   ``tail_postings_max`` postings or ``tail_segments_max`` segments it is merged into
   one sealed segment; sealed segments then merge like a binary counter (a segment
   merges into the one before it once it is at least as large), so there are
@@ -43,6 +44,7 @@ import numpy as np
 from memoryd.storage.arrayfile import array_to_strings, strings_to_array
 from memoryd.storage.search.arrays import BoolArray, FloatArray, IntArray, grown, mask_at, top_k
 from memoryd.storage.search.impacts import ImpactList, ImpactLists, build_impact_list
+from memoryd.storage.search.lexicon import Tokens, Vocabulary, lexicon_of
 from memoryd.storage.search.postings import (
     Segment,
     build_segment,
@@ -97,6 +99,8 @@ class InvertedIndex:
         self._sealed: list[Segment] = []
         self._tail: list[Segment] = []
         self._impacts = ImpactLists()
+        # (lexicon vocabulary, our id of each of its term ids): see _known_term_ids.
+        self._lexicon_terms: tuple[Vocabulary | None, IntArray] = (None, np.zeros(0, np.int64))
 
     # ---- ingest -------------------------------------------------------------
 
@@ -105,7 +109,47 @@ class InvertedIndex:
         if len(docs) != len(texts):
             raise ValueError("docs and texts differ in length")
         if len(texts):
-            self.add_terms(docs, self.tokenizer.terms_batch(texts))
+            self.add_tokens(docs, lexicon_of(self.tokenizer).tokenize(texts))
+
+    def add_tokens(self, docs: Sequence[int] | IntArray, tokens: Tokens) -> None:
+        """Index the texts of ``tokens`` (made by this index's tokenizer's lexicon).
+
+        Terms get their ids in the order they first occur, as ``add_terms`` gives them:
+        the vocabulary does not depend on how texts were batched or tokenized.
+        """
+        if tokens.tokenizer is not self.tokenizer:
+            raise ValueError("tokens of another tokenizer")
+        doc_arr = np.asarray(docs, dtype=np.int64)
+        if doc_arr.shape[0] != tokens.counts.shape[0]:
+            raise ValueError("docs and term counts differ in length")
+        if doc_arr.shape[0] == 0:
+            return
+        self._check_new_docs(doc_arr)
+        terms = tokens.term_ids()
+        known = self._known_term_ids(tokens)
+        ids = known[terms]
+        new = ids < 0
+        if bool(new.any()):
+            names = tokens.vocabulary.terms
+            for term in dict.fromkeys(terms[new].tolist()):  # in order of first occurrence
+                known[term] = self._term_id(names[term])
+            ids = known[terms]
+        self._add_ids(doc_arr, ids, tokens.counts)
+
+    def _known_term_ids(self, tokens: Tokens) -> IntArray:
+        """Our term id of each term id of ``tokens``' vocabulary, -1 where not yet known.
+
+        Kept across batches while the lexicon's vocabulary stays the same: each term
+        is then looked up in ``_vocab`` once, not at every occurrence.
+        """
+        vocabulary, known = self._lexicon_terms
+        if vocabulary is not tokens.vocabulary:
+            known = np.full(0, -1, dtype=np.int64)
+        if known.shape[0] < tokens.terms_known:
+            known = grown(known, tokens.terms_known, fill=-1)
+            known[0] = 0  # the dropped word
+        self._lexicon_terms = (tokens.vocabulary, known)
+        return known
 
     def add_terms(self, docs: Sequence[int] | IntArray, batch: TermBatch) -> None:
         """Index terms already made (``batch``: doc ``docs[i]`` owns ``batch.counts[i]``).
@@ -119,12 +163,16 @@ class InvertedIndex:
         if doc_arr.shape[0] == 0:
             return
         self._check_new_docs(doc_arr)
-        n_docs = int(doc_arr.shape[0])
         ids = np.fromiter(map(self._term_id, batch.terms), dtype=np.int64, count=len(batch.terms))
-        owner = np.repeat(doc_arr, batch.counts)
+        self._add_ids(doc_arr, ids, batch.counts)
+
+    def _add_ids(self, doc_arr: IntArray, ids: IntArray, counts: IntArray) -> None:
+        """Index term ids (doc ``doc_arr[i]`` owns ``counts[i]`` of them; 0 = none)."""
+        n_docs = int(doc_arr.shape[0])
+        owner = np.repeat(doc_arr, counts)
         kept = ids != 0
         ids, owner = ids[kept], owner[kept]
-        slot = np.repeat(np.arange(n_docs), batch.counts)
+        slot = np.repeat(np.arange(n_docs), counts)
         lengths = np.bincount(slot[kept], minlength=n_docs)
         self._grow_docs(int(doc_arr[-1]) + 1)
         self._doc_len[doc_arr] = lengths

@@ -127,41 +127,34 @@ def merge_segments(segments: Sequence[Segment], live: IntArray | None) -> Segmen
 
     ``segments`` must be in doc order with disjoint ranges, so that concatenating
     each term's postings segment after segment keeps its docs increasing: the merge
-    is a linear scatter, no sort.  ``live`` (bool by doc, or None for all) drops
-    tombstoned docs' postings for good.
+    is a stable sort of all postings by term (timsort merges the segments' sorted
+    runs, so it costs about a pass per run, with no table of segments x terms).
+    ``live`` (bool by doc, or None for all) drops tombstoned docs' postings for good.
     """
     assert segments
     for a, b in itertools.pairwise(segments):
         assert a.doc_hi < b.doc_lo or a.doc_lo > a.doc_hi or b.doc_lo > b.doc_hi
-    n_terms = 1 + max((int(s.terms[-1]) for s in segments if s.terms.shape[0]), default=-1)
     kept = [_live_only(s, live) for s in segments]
-    counts = np.zeros((len(kept), max(n_terms, 1)), dtype=np.int64)
-    for i, (terms, term_counts, _, _) in enumerate(kept):
-        counts[i, terms] = term_counts
-    total = counts.sum(axis=0)
-    offsets_full = np.zeros(total.shape[0] + 1, dtype=np.int64)
-    np.cumsum(total, out=offsets_full[1:])
-    # Where segment i's postings of term t start in the merged arrays.
-    base = offsets_full[:-1] + np.cumsum(counts, axis=0) - counts
-    n_postings = int(offsets_full[-1])
-    docs = np.empty(n_postings, dtype=np.uint32)
-    tfs = np.empty(n_postings, dtype=np.uint16)
-    for i, (terms, term_counts, seg_docs, seg_tfs) in enumerate(kept):
-        if seg_docs.shape[0] == 0:
-            continue
-        local_start = np.cumsum(term_counts) - term_counts
-        shift = np.repeat(base[i, terms] - local_start, term_counts)
-        where = shift + np.arange(seg_docs.shape[0], dtype=np.int64)
-        docs[where] = seg_docs
-        tfs[where] = seg_tfs
-    present = np.flatnonzero(total)
+    doc_lo = min(s.doc_lo for s in segments)
+    doc_hi = max(s.doc_hi for s in segments)
+    term_of_posting = np.concatenate(
+        [np.repeat(terms.astype(np.uint32), counts) for terms, counts, _, _ in kept]
+    )
+    if term_of_posting.shape[0] == 0:
+        return empty_segment(doc_lo, doc_hi)
+    order = np.argsort(term_of_posting, kind="stable")
+    terms_sorted = term_of_posting[order]
+    first = np.empty(terms_sorted.shape[0], dtype=bool)
+    first[0] = True
+    np.not_equal(terms_sorted[1:], terms_sorted[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
     return Segment(
-        terms=present.astype(np.uint32),
-        offsets=np.append(offsets_full[present], n_postings).astype(np.int64),
-        docs=docs,
-        tfs=tfs,
-        doc_lo=min(s.doc_lo for s in segments),
-        doc_hi=max(s.doc_hi for s in segments),
+        terms=terms_sorted[starts],
+        offsets=np.append(starts, terms_sorted.shape[0]).astype(np.int64),
+        docs=np.concatenate([docs for _, _, docs, _ in kept]).astype(np.uint32)[order],
+        tfs=np.concatenate([tfs for _, _, _, tfs in kept]).astype(np.uint16)[order],
+        doc_lo=doc_lo,
+        doc_hi=doc_hi,
     )
 
 

@@ -16,10 +16,15 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from memoryd.storage.search.text import DEFAULT_TOKENIZER
+import numpy as np
+
+from memoryd.storage.search.arrays import FloatArray, IntArray, text_sums
+from memoryd.storage.search.lexicon import Tokens
+from memoryd.storage.search.text import DEFAULT_TOKENIZER, token_chars_max
 
 FactKind = Literal["procedural", "declarative", "episodic"]
 # Stored as an index into FACT_KINDS (uint8); the order is part of the checkpoint format.
@@ -206,3 +211,138 @@ def significance(text: str) -> Significance:
 def classify_fact_kind(text: str) -> FactKind:
     """``procedural``, ``episodic`` or ``declarative``; see the module docstring."""
     return analyze(text).fact_kind
+
+
+# -- many texts at once -----------------------------------------------------------------
+
+# Per word, besides its _FLAGS: what analyze() tests of each word, as more bits.
+_PAST_LIKE, _LONG, _HOW, _TO, _WORD, _DIGIT = (1 << i for i in range(9, 15))
+_COUNTED = (_E, _K, _R, _B, _T, _P, _PROC, _PAST_LIKE, _LONG, _HOW, _TO, _WORD, _DIGIT)
+_BIT_OF = np.array([flag.bit_length() - 1 for flag in _COUNTED], dtype=np.int64)
+# _saturate's scale of each dimension, in order, as analyze() uses them (and
+# tests/property/test_shared_tokenization.py checks that both give the same).
+_SCALES = (2.0, 3.0, 2.0, 1.5, 1.5, 1.5)
+saturate_cache_entries_max = 1 << 16
+
+
+def _word_flags(words: list[str]) -> IntArray:
+    """The flags of each word: its lexicons and the tests ``analyze`` makes of it.
+
+    Only words that ``Tokenizer.words`` keeps count (``_WORD``); ``_DIGIT`` is set for
+    any word holding a decimal digit, kept or not.
+    """
+    out = []
+    for w in words:
+        f = _DIGIT if not w.isalpha() and any(c.isdecimal() for c in w) else 0
+        if 0 < len(w) <= token_chars_max:
+            lexicons = _FLAGS.get(w, 0)
+            f |= lexicons | _WORD
+            if lexicons & _PAST or (len(w) > 4 and w.endswith("ed")):
+                f |= _PAST_LIKE
+            if len(w) >= 9:
+                f |= _LONG
+            if w == "how":
+                f |= _HOW
+            elif w == "to":
+                f |= _TO
+        out.append(f)
+    return np.asarray(out, dtype=np.int64)
+
+
+class _Saturated(dict[float, float]):
+    """evidence -> ``_saturate(evidence, scale)``: the same float, computed once."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def __missing__(self, evidence: float) -> float:
+        value = _saturate(evidence, self.scale)
+        if len(self) >= saturate_cache_entries_max:
+            self.clear()
+        self[evidence] = value
+        return value
+
+
+_SATURATED = [_Saturated(scale) for scale in _SCALES]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAnalysis:
+    """``analyze`` of many texts: six scores per text, and fact kind codes (FACT_KINDS)."""
+
+    scores: FloatArray  # float64, (texts, 6), SIGNIFICANCE_DIMENSIONS order
+    fact_kinds: IntArray  # int64, index into FACT_KINDS
+
+
+def analyze_tokens(texts: Sequence[str], tokens: Tokens) -> BatchAnalysis:
+    """``analyze`` of each text, from its ``tokens`` (any tokenizer's: words do not
+    depend on stop words or stemming): the same scores and kinds, with numpy over
+    the batch instead of a Python loop over each text's words."""
+    flags = tokens.vocabulary.word_column(
+        "significance.flags", np.int64, _word_flags, tokens.words_known
+    )[tokens.word_ids]
+    bits = (flags[:, None] >> _BIT_OF) & 1
+    (e, k, r, b, t, p, proc, past, long_words, how, to, n_words, digit_words) = text_sums(
+        tokens.counts, bits
+    ).T
+    exclaims, dates, numbers, steps = _text_signals(texts, digit_words)
+    n = np.maximum(n_words, 1)
+    evidence = (
+        e + 0.5 * exclaims,
+        k + 0.3 * numbers + 2.0 * long_words / n * 3,
+        r,
+        b + 0.3 * exclaims,
+        t + dates,
+        p,
+    )
+    scores = np.empty((len(texts), 6), dtype=np.float64)
+    for i, (values, saturated) in enumerate(zip(evidence, _SATURATED, strict=True)):
+        scores[:, i] = list(map(saturated.__getitem__, np.asarray(values, np.float64).tolist()))
+    proc = proc + 2 * steps + 2 * _first_word_is_imperative(flags, n_words)
+    proc += (how > 0) & (to > 0)
+    when = t + dates
+    episodic = past + np.where(past > 0, when, 0)
+    kinds = np.where(
+        (proc >= 3) & (proc >= episodic),
+        FACT_KINDS.index("procedural"),
+        np.where((past >= 1) & (episodic >= 2), FACT_KINDS.index("episodic"), 0),
+    )
+    kinds[n_words == 0] = FACT_KINDS.index("declarative")
+    return BatchAnalysis(scores, kinds.astype(np.int64))
+
+
+def _first_word_is_imperative(flags: IntArray, n_words: IntArray) -> IntArray:
+    """1 for texts whose first kept word is an imperative, else 0 (``flags``: per run)."""
+    out = np.zeros(n_words.shape[0], dtype=np.int64)
+    kept = np.flatnonzero(flags & _WORD)
+    has = n_words > 0
+    first = kept[(np.cumsum(n_words) - n_words)[has]]
+    out[has] = (flags[first] & _IMP) > 0
+    return out
+
+
+def _text_signals(
+    texts: Sequence[str], digit_words: IntArray
+) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+    """Per text: exclamation marks (at most 3), dates, numbers and step markers.
+
+    The regexes run only on texts that can match them: dates and numbers need a
+    digit (an ASCII text's digits are all in its words; other texts are searched),
+    step markers a digit or one of ``-*`$``.
+    """
+    count = len(texts)
+    exclaims = np.zeros(count, dtype=np.int64)
+    dates = np.zeros(count, dtype=np.int64)
+    numbers = np.zeros(count, dtype=np.int64)
+    steps = np.zeros(count, dtype=np.int64)
+    for i, (text, digits) in enumerate(zip(texts, digit_words.tolist(), strict=True)):
+        if "!" in text:
+            exclaims[i] = min(text.count("!"), 3)
+        has_digit = digits > 0 if text.isascii() else _DIGIT_RE.search(text) is not None
+        if has_digit:
+            dates[i] = len(_DATE_RE.findall(text))
+            numbers[i] = len(_NUMBER_RE.findall(text))
+        if has_digit or "-" in text or "*" in text or "`" in text or "$" in text:
+            steps[i] = len(_STEP_RE.findall(text))
+    return exclaims, dates, numbers, steps

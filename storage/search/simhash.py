@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from memoryd.storage.search.arrays import IntArray, mix64
+from memoryd.storage.search.arrays import IntArray, mix64, text_sums
+from memoryd.storage.search.lexicon import Tokens, lexicon_of
 from memoryd.storage.search.text import DEFAULT_TOKENIZER, Tokenizer
 
 near_bits_max = 3  # Hamming distance of near twins
@@ -35,8 +35,24 @@ shingle_words = 3
 simhash_words_max = 256
 word_hash_cache_entries_max = 1 << 20
 _BANDS = near_bits_max + 1
+_PLANE_SHIFTS = np.arange(8, dtype=np.uint64)
+_LANE_LOW_BITS = np.uint64(0x0101010101010101)
+# A text's shingles at most (its windows, or its words when fewer than shingle_words).
+_SHINGLES_MAX = max(simhash_words_max - shingle_words + 1, shingle_words - 1)
+assert _SHINGLES_MAX <= 255
 _BAND_BITS = 64 // _BANDS
+_DOC_BITS = 63 - _BAND_BITS  # a settled (band value, doc) pair sorts as one int64
+_DOC_MASK = (1 << _DOC_BITS) - 1
 _PAIR = np.uint64(0x9E3779B97F4A7C15)
+
+
+_WORD_HASHER = hashlib.blake2b(digest_size=8, person=b"memoryd-s")  # copied, never fed
+
+
+def _hash_word(word: str) -> int:
+    hasher = _WORD_HASHER.copy()  # a copy costs half of making one with these parameters
+    hasher.update(word.encode("utf-8"))
+    return int.from_bytes(hasher.digest(), "little")
 
 
 class _WordHashes(dict[str, int]):
@@ -47,8 +63,7 @@ class _WordHashes(dict[str, int]):
     """
 
     def __missing__(self, word: str) -> int:
-        digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8, person=b"memoryd-s")
-        h = int.from_bytes(digest.digest(), "little")
+        h = _hash_word(word)
         if len(self) >= word_hash_cache_entries_max:
             self.clear()
         self[word] = h
@@ -81,22 +96,43 @@ def simhash(text: str, tokenizer: Tokenizer = DEFAULT_TOKENIZER) -> int:
 
 def simhash_batch(texts: Sequence[str], tokenizer: Tokenizer = DEFAULT_TOKENIZER) -> IntArray:
     """``simhash`` of each text, as a uint64 array: one numpy pass over the whole batch."""
-    out = np.zeros(len(texts), dtype=np.uint64)
-    words = [tokenizer.words(t)[:simhash_words_max] for t in texts]
     if len(texts) == 1:  # a lone put's check: the batch's bookkeeping costs more than it
-        out[0] = _simhash_words(words[0])
+        out = np.zeros(1, dtype=np.uint64)
+        out[0] = _simhash_words(tokenizer.words(texts[0])[:simhash_words_max])
         return out
-    counts = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-    total = int(counts.sum())
+    return simhash_tokens(lexicon_of(tokenizer).tokenize(texts))
+
+
+def _word_hash_column(words: list[str]) -> IntArray:
+    return np.fromiter(map(_hash_word, words), dtype=np.uint64, count=len(words))
+
+
+def simhash_tokens(tokens: Tokens) -> IntArray:
+    """``simhash`` of each text of ``tokens`` (made by any tokenizer's lexicon)."""
+    kept = tokens.kept()
+    ids = tokens.word_ids[kept]
+    counts = text_sums(tokens.counts, kept)
+    if counts.shape[0] and int(counts.max()) > simhash_words_max:
+        starts = np.cumsum(counts) - counts
+        position = np.arange(ids.shape[0]) - np.repeat(starts, counts)
+        ids = ids[position < simhash_words_max]
+        counts = np.minimum(counts, simhash_words_max)
+    column = tokens.vocabulary.word_column(
+        "simhash.word_hash", np.uint64, _word_hash_column, tokens.words_known
+    )
+    return _simhash_of_hashes(column[ids], counts)
+
+
+def _simhash_of_hashes(hashes: IntArray, counts: IntArray) -> IntArray:
+    """Per text (owning ``counts[i]`` consecutive word ``hashes``), its SimHash."""
+    out = np.zeros(counts.shape[0], dtype=np.uint64)
+    total = int(hashes.shape[0])
     if total == 0:
         return out
-    hashes = np.fromiter(
-        map(_word_hash, itertools.chain.from_iterable(words)), dtype=np.uint64, count=total
-    )
     starts = np.cumsum(counts) - counts
     # Texts of shingle_words words or more hash their windows, shorter ones their words.
     windows = np.where(counts >= shingle_words, counts - shingle_words + 1, counts)
-    owner = np.repeat(np.arange(len(texts)), windows)
+    owner = np.repeat(np.arange(counts.shape[0]), windows)
     first = np.repeat(starts, windows) + (
         np.arange(owner.shape[0]) - np.repeat(np.cumsum(windows) - windows, windows)
     )
@@ -110,14 +146,15 @@ def simhash_batch(texts: Sequence[str], tokenizer: Tokenizer = DEFAULT_TOKENIZER
         shingles = np.where(long_text, acc, mix64(hashes[first]))
     present = np.flatnonzero(windows)
     starts_of_present = np.cumsum(windows)[present] - windows[present]
-    # Per text, how many of its shingles set each bit: one bit plane of the bytes at a
-    # time (column 8 * byte + bit), three times faster than unpacking every bit first.
-    by = shingles.view(np.uint8).reshape(-1, 8)
-    ones = np.empty((present.shape[0], 64), dtype=np.int32)
-    for bit in range(8):
-        plane = (by >> np.uint8(bit)) & np.uint8(1)
-        ones[:, bit::8] = np.add.reduceat(plane, starts_of_present, axis=0, dtype=np.int32)
-    votes = 2 * ones - windows[present][:, None]
+    # Per text, how many of its shingles set each bit.  Plane k keeps bit k of each
+    # byte, one per byte lane, so that adding the planes of a text's shingles counts
+    # bit 8 * byte + k in lane ``byte``: 64 counters in 8 uint64 sums (a lane holds
+    # up to 255: see _SHINGLES_MAX).
+    planes = (shingles[:, None] >> _PLANE_SHIFTS) & _LANE_LOW_BITS
+    sums = np.add.reduceat(planes, starts_of_present, axis=0)  # (texts, k)
+    # Little-endian lanes: byte b of plane k's sum counts bit 8 * b + k.
+    ones = sums.view(np.uint8).reshape(-1, 8, 8).transpose(0, 2, 1).reshape(-1, 64)
+    votes = 2 * ones.astype(np.int32) - windows[present][:, None]
     # Little-endian bytes and bits: column c is bit c of the uint64.
     packed = np.packbits(votes > 0, axis=1, bitorder="little")
     out[present] = packed.view("<u8").reshape(-1)
@@ -175,7 +212,8 @@ class NearDuplicateIndex:
         self.docs_max = docs_max
         self._hash: dict[int, int] = {}
         self._order: collections.deque[int] = collections.deque()
-        self._recent: dict[tuple[int, int], list[int]] = {}
+        # Per band: band value -> docs added since the last settling.
+        self._recent: list[dict[int, list[int]]] = [{} for _ in range(_BANDS)]
         self._recent_docs = 0
         empty = np.zeros(0, dtype=np.uint64)
         self._settled: list[tuple[IntArray, IntArray]] = [
@@ -188,12 +226,41 @@ class NearDuplicateIndex:
     def add(self, doc: int, h: int) -> None:
         if doc in self._hash:
             raise ValueError(f"doc {doc} already indexed")
+        if not 0 <= doc <= _DOC_MASK:
+            raise ValueError(f"doc {doc} is out of range")
         self._hash[doc] = h
-        for key in _bands(h):
-            self._recent.setdefault(key, []).append(doc)
+        for band, value in _bands(h):
+            self._recent[band].setdefault(value, []).append(doc)
         self._recent_docs += 1
         if self.docs_max is not None:
             self._order.append(doc)
+            while len(self._hash) > self.docs_max:
+                self.remove(self._order.popleft())
+        if self._recent_docs >= max(self.settle_docs_min, self.settle_fraction * len(self._hash)):
+            self._settle()
+
+    def add_batch(self, docs: Sequence[int], hashes: Sequence[int]) -> None:
+        """``add`` of each (doc, hash) in order: the same docs end up indexed."""
+        if len(docs) != len(hashes):
+            raise ValueError("docs and hashes differ in length")
+        if any(doc in self._hash for doc in docs) or len(set(docs)) != len(docs):
+            raise ValueError("a doc is already indexed")
+        if not docs:
+            return
+        if min(docs) < 0 or max(docs) > _DOC_MASK:
+            raise ValueError("a doc is out of range")
+        self._hash.update(zip(docs, hashes, strict=True))
+        values = np.asarray(hashes, dtype=np.uint64)
+        mask = np.uint64((1 << _BAND_BITS) - 1)
+        for band in range(_BANDS):
+            band_values = ((values >> np.uint64(band * _BAND_BITS)) & mask).tolist()
+            setdefault = self._recent[band].setdefault
+            for doc, value in zip(docs, band_values, strict=True):
+                setdefault(value, []).append(doc)
+        self._recent_docs += len(docs)
+        if self.docs_max is not None:
+            # The oldest go first, as when added one by one: the newest docs_max stay.
+            self._order.extend(docs)
             while len(self._hash) > self.docs_max:
                 self.remove(self._order.popleft())
         if self._recent_docs >= max(self.settle_docs_min, self.settle_fraction * len(self._hash)):
@@ -203,12 +270,13 @@ class NearDuplicateIndex:
         h = self._hash.pop(doc, None)
         if h is None:
             return False
-        for key in _bands(h):
-            docs = self._recent.get(key)
+        for band, value in _bands(h):
+            recent = self._recent[band]
+            docs = recent.get(value)
             if docs is not None and doc in docs:
                 docs.remove(doc)
                 if not docs:
-                    del self._recent[key]
+                    del recent[value]
         return True
 
     def _settle(self) -> None:
@@ -218,11 +286,14 @@ class NearDuplicateIndex:
         mask = np.uint64((1 << _BAND_BITS) - 1)
         settled = []
         for band in range(_BANDS):
-            values = (hashes >> np.uint64(band * _BAND_BITS)) & mask
-            order = np.lexsort((docs, values))
-            settled.append((values[order], docs[order]))
+            values = ((hashes >> np.uint64(band * _BAND_BITS)) & mask).astype(np.int64)
+            # By value, then doc: one sort of (value, doc) packed in an int64 key,
+            # eight times faster than a lexsort of the two.
+            keys = (values << _DOC_BITS) | docs
+            keys.sort()
+            settled.append(((keys >> _DOC_BITS).astype(np.uint64), keys & _DOC_MASK))
         self._settled = settled
-        self._recent = {}
+        self._recent = [{} for _ in range(_BANDS)]
         self._recent_docs = 0
 
     def _candidates(self, h: int) -> set[int]:
@@ -235,7 +306,7 @@ class NearDuplicateIndex:
             hi = int(values.searchsorted(key, "right"))
             if hi > lo:
                 found.update(docs[lo:hi].tolist())
-            found.update(self._recent.get((band, value), ()))
+            found.update(self._recent[band].get(value, ()))
         return found
 
     def nearest(
@@ -275,8 +346,8 @@ class NearDuplicateIndex:
                 lo = int(np.searchsorted(values, np.uint64(value), side="left"))
                 hi = int(np.searchsorted(values, np.uint64(value), side="right"))
                 in_settled = doc in docs[lo:hi].tolist()
-                assert in_settled or doc in self._recent.get((band, value), ()), doc
-        for recent in self._recent.values():
+                assert in_settled or doc in self._recent[band].get(value, ()), doc
+        for recent in (docs for band in self._recent for docs in band.values()):
             assert recent and all(d in self._hash for d in recent)
         if self.docs_max is not None:
             assert len(self._hash) <= self.docs_max

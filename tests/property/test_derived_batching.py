@@ -74,3 +74,34 @@ def test_any_batching_builds_the_same_state(ops: list[tuple[str, int]], batch: i
             )
         chunked = [f.id for p in iter_chunk_paths(root / "chunks-batched") for f in read_chunk(p)]
         assert chunked == batched.catalog.ids  # every built frame is in exactly one chunk
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["put", "delete"]), st.integers(0, 5)), max_size=30),
+    st.integers(1, 7),
+)
+def test_duplicate_puts_in_any_batching_build_once(ops: list[tuple[str, int]], batch: int) -> None:
+    # The writer may let a duplicate put through: it is built once, whatever the batching.
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        log, _ = FileLog.open(root / "log")
+        for seq_hint, (op, which) in enumerate(ops, start=1):
+            content = f"memory number {which}"
+            fid = frame_id("ns", "note", content)
+            if op == "put":
+                frame = Frame(fid, 0, 1000 + seq_hint, "ns", "note", content)
+                payload = encode_frame_put(frame)
+                log.append([(int(RecordType.FRAME_PUT), frame.timestamp_ms, payload)])
+            else:
+                log.append([(int(RecordType.FRAME_DELETE), 5000, encode_frame_delete(fid))])
+        log.close()
+        whole = build(root / "log", root / "chunks-whole", 10_000)
+        batched = build(root / "log", root / "chunks-batched", batch)
+        assert whole.catalog.ids == batched.catalog.ids
+        assert whole.catalog.doc_of == batched.catalog.doc_of
+        assert len(set(whole.catalog.doc_of)) == len(whole.catalog.doc_of)
+        assert np.array_equal(whole.catalog.alive.view(), batched.catalog.alive.view())
+        assert sorted(zip(*whole.near.to_arrays(), strict=True)) == sorted(
+            zip(*batched.near.to_arrays(), strict=True)
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from memoryd.storage.catalog import Catalog, Filters
+from memoryd.storage.catalog import Catalog, Filters, NewDocs
 
 
 def build() -> Catalog:
@@ -55,3 +55,29 @@ def test_columns_grow_past_initial_capacity() -> None:
     catalog._check()
     assert docs(catalog, Filters(since_ms=4998)) == ["id4998", "id4999"]
     assert catalog.memory_bytes() > 0
+
+
+def test_add_batch_equals_adding_one_by_one() -> None:
+    rows = [
+        (f"id{i:04d}", i + 1, 1000 + i, (i % 10) / 10, f"ns{i % 3}", f"kind{i % 4}",
+         [f"t{i % 5}"] * (i % 2), (7, 100 * i, 60 + i), i % 7 == 0, i % 3,
+         tuple((i * j % 11) / 11 for j in range(6)), (i * 0x9E3779B97F4A7C15) % 2**64)
+        for i in range(1500)
+    ]  # fmt: skip
+    one_by_one = Catalog()
+    for fid, seq, ts, imp, ns, kind, tags, loc, private, fk, sig, sh in rows:
+        one_by_one.add(
+            fid, seq, ts, imp, ns, kind, tags, location=loc, private=private,
+            fact_kind=fk, significance=sig, simhash=sh,
+        )  # fmt: skip
+    batched = Catalog()
+    for lo, hi in ((0, 1), (1, 700), (700, 700), (700, 1500)):
+        part = rows[lo:hi]
+        docs = batched.add_batch(NewDocs(*([row[j] for row in part] for j in range(12))))
+        assert list(docs) == list(range(lo, hi))
+        batched._check()
+    (meta_a, a), (meta_b, b) = one_by_one.to_arrays(), batched.to_arrays()
+    assert meta_a == meta_b and a.keys() == b.keys()
+    for name in a:
+        assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), name
+    assert batched.doc_of == one_by_one.doc_of

@@ -96,3 +96,32 @@ def test_a_lone_texts_simhash_equals_its_hash_within_a_batch() -> None:
     together = simhash_batch(texts).tolist()
     alone = [int(simhash_batch([text])[0]) for text in texts]
     assert alone == together
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batches=st.lists(st.lists(st.integers(0, 2**64 - 1), max_size=12), min_size=1, max_size=8),
+    removals=st.lists(st.integers(0, 100), max_size=10),
+    docs_max=st.one_of(st.none(), st.integers(1, 30)),
+)
+def test_near_duplicate_add_batch_equals_adding_one_by_one(
+    batches: list[list[int]], removals: list[int], docs_max: int | None
+) -> None:
+    one_by_one, batched = NearDuplicateIndex(docs_max), NearDuplicateIndex(docs_max)
+    one_by_one.settle_docs_min = batched.settle_docs_min = 8  # settles happen in the test
+    doc = 0
+    for i, hashes in enumerate(batches):
+        docs = list(range(doc, doc + len(hashes)))
+        doc += len(hashes)
+        for d, h in zip(docs, hashes, strict=True):
+            one_by_one.add(d, h)
+        batched.add_batch(docs, hashes)
+        if i < len(removals) and removals[i] < doc:
+            assert one_by_one.remove(removals[i]) == batched.remove(removals[i])
+        batched._check()
+    assert sorted(zip(*one_by_one.to_arrays(), strict=True)) == sorted(
+        zip(*batched.to_arrays(), strict=True)
+    )
+    for hashes in batches:
+        for h in hashes:
+            assert batched.nearest(h ^ 1) == one_by_one.nearest(h ^ 1)
