@@ -376,8 +376,15 @@ class KeyStore:
             self._needs_cut = True  # whatever reached the file is cut before the next write
             self._file_bytes = max(self._file_bytes, os.fstat(self._fd).st_size)
             raise
-        for i, (key_id, _) in enumerate(entries):
-            self._add_live(key_id, self._end + i * ENTRY_BYTES, vault_key_id)
+        ids = [key_id for key_id, _ in entries]
+        offsets = range(self._end, self._end + len(data), ENTRY_BYTES)
+        if self._index.keys().isdisjoint(ids):  # fresh keys (a pool): no copy to supersede
+            self._index.update(zip(ids, offsets, strict=True))
+            self._vault_of.update(dict.fromkeys(offsets, vault_key_id))
+            self._live_by_vault[vault_key_id] += len(ids)
+        else:
+            for key_id, offset in zip(ids, offsets, strict=True):
+                self._add_live(key_id, offset, vault_key_id)
         self._end += len(data)
         self._file_bytes = max(self._file_bytes, self._end)
 

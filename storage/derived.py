@@ -44,6 +44,7 @@ from memoryd.storage.catalog import Catalog, NewDocs
 from memoryd.storage.chunks import ChunkInfo, write_chunk
 from memoryd.storage.events import EventError, Frame, decode_frame_delete, decode_frame_put
 from memoryd.storage.log import LogEntry, RecordLocation
+from memoryd.storage.pending import PendingFrames
 from memoryd.storage.record import RecordType
 from memoryd.storage.search import HashingEmbedder, SearchIndex
 from memoryd.storage.search.lexicon import Tokens, lexicon_of
@@ -252,7 +253,7 @@ class DerivedState:
     private: PrivateAccess | None = None
     # Private frames by id -> (seq, record location): built (in their chunk) but not
     # indexed (locked, or taken out on lock), and those indexed under the current key.
-    private_pending: dict[str, tuple[int, RecordLocation]] = field(default_factory=dict)
+    private_pending: PendingFrames = field(default_factory=PendingFrames)
     private_indexed: dict[str, tuple[int, RecordLocation]] = field(default_factory=dict)
     near: NearDuplicateIndex = field(
         default_factory=lambda: NearDuplicateIndex(NEAR_DUPLICATE_DOCS_MAX)
@@ -361,7 +362,7 @@ class DerivedState:
 
     def pending_batch(self, frames_max: int) -> list[tuple[int, RecordLocation]]:
         """Up to ``frames_max`` pending private frames (seq, location), oldest first."""
-        return sorted(self.private_pending.values())[:frames_max]
+        return self.private_pending.oldest(frames_max)
 
     def prepare_private(self, entries: Sequence[LogEntry]) -> PreparedPrivate | None:
         """Open pending private frames and do each index's work; None while locked.
@@ -411,7 +412,9 @@ class DerivedState:
         docs: list[int] = []
         annotations = prepared.annotations
         for i, frame in zip(keep, frames, strict=True):
-            self.private_indexed[frame.id] = self.private_pending.pop(frame.id)
+            entry = self.private_pending.pop(frame.id)
+            assert entry is not None  # kept: pending
+            self.private_indexed[frame.id] = entry
             tags = [blinded_tag_name(tag) for tag in frame.tags]
             blinded_tags = access.blind_terms(tags, prepared.key_id) if tags else []
             docs.append(
@@ -453,9 +456,8 @@ class DerivedState:
 
     def searchable_seq(self, unlocked: bool) -> int:
         """Every record up to this seq is searchable (as far as the vault state allows)."""
-        if not unlocked or not self.private_pending:
-            return self.built_seq
-        return min(self.built_seq, min(seq for seq, _ in self.private_pending.values()) - 1)
+        oldest = self.private_pending.min_seq() if unlocked else None
+        return self.built_seq if oldest is None else min(self.built_seq, oldest - 1)
 
     def pend_restored_private(self) -> int:
         """Take the private frames a checkpoint restored out of the catalog and the
