@@ -1,4 +1,4 @@
-"""The cost of privacy: public beside private frames, one run, the same corpus and queries.
+"""The cost of privacy: public beside private frames in one run, the same corpus and queries.
 
 Two fresh daemons, both with an unlocked vault; one stores the corpus
 (benchmarks/corpus.py, fixed seed) as public frames, the other the same frames
@@ -12,8 +12,10 @@ with ``private: true``.  For each:
   the result cache;
 - resident memory (VmRSS).
 
-Then the ratios private / public.  Targets (issue 4): private put throughput at
-least 70% of public; private keyword search within 1.5x of public.
+Each mode runs ``--runs`` times (default 3), alternating, and every figure is
+the median of its runs.  Then the ratios private / public.  Targets (issue 4):
+private put throughput at least 70% of public; private keyword search within
+1.5x of public.
 
     python benchmarks/bench_privacy.py --frames 100000 --out benchmarks/results/privacy.md
 """
@@ -21,6 +23,7 @@ least 70% of public; private keyword search within 1.5x of public.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -97,10 +100,13 @@ def bench(size: int, private: bool, qs: list[list[str]]) -> dict[str, Any]:
     return out
 
 
-def report(size: int, results: dict[str, dict[str, Any]]) -> list[str]:
+def report(size: int, results: dict[str, dict[str, Any]], runs: int) -> list[str]:
     public, private = results["public"], results["private"]
     lines = [
         f"## {size:,} frames ({machine()})",
+        "",
+        f"Each figure is the median of {runs} runs (fresh daemons, public and private"
+        " alternating).",
         "",
         "| measure | public | private | private / public |",
         "|---|---:|---:|---:|",
@@ -125,10 +131,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=100_000)
     parser.add_argument("--out", type=Path, help="append the report (markdown) to this file")
+    parser.add_argument("--runs", type=int, default=3, help="fresh daemons per mode (median)")
     args = parser.parse_args()
     qs = queries()
-    results = {mode: bench(args.frames, mode == "private", qs) for mode in MODES}
-    text = "\n".join(report(args.frames, results)) + "\n"
+    # Public and private runs alternate, so that a slow spell of a shared machine
+    # falls on both; each measure is the median of its runs.
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    for _ in range(args.runs):
+        for mode in MODES:
+            runs[mode].append(bench(args.frames, mode == "private", qs))
+    results = {
+        mode: {key: statistics.median(run[key] for run in done) for key in done[0]}
+        for mode, done in runs.items()
+    }
+    text = "\n".join(report(args.frames, results, args.runs)) + "\n"
     print(text)
     if args.out is not None:
         with args.out.open("a", encoding="utf-8") as f:

@@ -1,11 +1,11 @@
 """The sealed envelope: AES-256-GCM with a header naming the key (FORMAT.md section 4).
 
-``seal_envelope`` (with its batch form ``seal_envelopes``) and
-``open_envelope`` are the only code that encrypts or decrypts in memoryd.  The
-header (magic, version, algorithm, key kind, key id) is authenticated together
-with the caller's AAD, so neither can be changed without ``open_envelope``
-raising ``TamperedError``; that error carries the key id and a reason, never
-any content.
+``seal_envelope`` (with its batch forms ``seal_envelopes`` and
+``seal_under_data_keys``) and ``open_envelope`` are the only code that
+encrypts or decrypts in memoryd.  The header (magic, version, algorithm, key
+kind, key id) is authenticated together with the caller's AAD, so neither can
+be changed without ``open_envelope`` raising ``TamperedError``; that error
+carries the key id and a reason, never any content.
 """
 
 from __future__ import annotations
@@ -141,6 +141,30 @@ def seal_envelopes(
     ):
         header = pack(MAGIC, FORMAT_VERSION, Algorithm.AES_256_GCM, key.kind, key.key_id)
         out.append(header + nonce + key._aead.encrypt(nonce, plaintext, header + aad))
+    return out
+
+
+def seal_under_data_keys(
+    keys: Sequence[tuple[int, SecretKey]],
+    plaintexts: Sequence[bytes | bytearray],
+    aads: Sequence[bytes],
+) -> list[bytes]:
+    """``seal_envelopes`` with each plaintext under its own data key ``(id, key)``,
+    without an ``EnvelopeKey`` each (a batch of private frames, one key a frame)."""
+    if not len(keys) == len(plaintexts) == len(aads):
+        raise ValueError("seal_under_data_keys needs one key and one AAD per plaintext")
+    if any(len(plaintext) > PLAINTEXT_BYTES_MAX for plaintext in plaintexts):
+        raise LimitError("plaintext_bytes_max", max(map(len, plaintexts)), PLAINTEXT_BYTES_MAX)
+    pack = _HEADER.pack
+    version, algorithm, kind = FORMAT_VERSION, int(Algorithm.AES_256_GCM), int(KeyKind.DATA)
+    out = []
+    for (key_id, key), nonce, plaintext, aad in zip(
+        keys, new_nonces(len(plaintexts)), plaintexts, aads, strict=True
+    ):
+        assert 0 <= key_id <= KEY_ID_MAX
+        header = pack(MAGIC, version, algorithm, kind, key_id)
+        sealed = AESGCM(key.buffer).encrypt(nonce, plaintext, header + aad)
+        out.append(header + nonce + sealed)
     return out
 
 

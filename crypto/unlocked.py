@@ -34,7 +34,7 @@ from memoryd.crypto.envelope import (
     open_envelope,
     read_header,
     seal_envelope,
-    seal_envelopes,
+    seal_under_data_keys,
 )
 from memoryd.crypto.errors import LimitError, LockedError, RotationError, TamperedError
 from memoryd.crypto.heldkeys import HeldKey, master_subkeys, wrap_vault_key
@@ -149,8 +149,7 @@ class UnlockedKeyring:
             pool = self._pool
             taken = [pool.popleft() for _ in range(count)]
         try:
-            keys = [EnvelopeKey(KeyKind.DATA, key_id, data_key) for key_id, data_key in taken]
-            return seal_envelopes(keys, plaintexts, aads)
+            return seal_under_data_keys(taken, plaintexts, aads)
         finally:
             for _, data_key in taken:
                 data_key.wipe()
