@@ -1,5 +1,11 @@
 """``memoryd compact``: reclaim the space of deleted frames (offline: the daemon is stopped).
 
+Expired private frames it drops are crypto-shredded as well: their data keys
+are destroyed (the vault may be locked: destroying needs no key), so that no
+old segment or backup can reveal them, as after ``forget``.  The keys go even
+when the rewrite itself fails: an expired frame is gone from every query
+already.
+
 Online compaction (an op while the writer appends) is not offered: the frame
 table and the builder hold record locations that a rewrite moves, and the
 segment swap would race with readers; see storage/compaction.py.
@@ -8,15 +14,20 @@ segment swap would race with readers; see storage/compaction.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from pathlib import Path
 
 import orjson
 
 from memoryd.client.cli import global_options_parent
+from memoryd.crypto import KEYS_DIR_NAME, Keyring, TamperedError, frame_key_id
 from memoryd.daemon.cmd_serve import add_data_dir_options, config_or_report
-from memoryd.storage import DataDirLockedError, LogCorruptionError
-from memoryd.storage.compaction import CompactionFailedError, compact_data_dir, expired_by
+from memoryd.storage import DataDirLock, DataDirLockedError, LogCorruptionError
+from memoryd.storage.compaction import CompactionFailedError, compact_log, expired_by
+from memoryd.storage.events import Frame
+from memoryd.storage.layout import LOG_DIR_NAME
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -32,7 +43,8 @@ def add_compact_command(subparsers: argparse._SubParsersAction[argparse.Argument
         "expired frames and the deletions, then swap the new log in atomically (safe "
         "against a crash at any point: the log is then the old one or the new one). Every "
         "live frame keeps its id, seq and time; `memoryd check` proves the hash chain as "
-        "before. The daemon must be stopped.",
+        "before. Expired private frames it drops are crypto-shredded (their data keys "
+        "destroyed). The daemon must be stopped.",
     )
     add_data_dir_options(parser)
     parser.set_defaults(func=run_compact)
@@ -42,10 +54,24 @@ def run_compact(args: argparse.Namespace) -> int:
     config = config_or_report(args)
     if config is None:
         return EXIT_USAGE
-    try:
+    expired = expired_by(time.time_ns() // 1_000_000)
+    shred: list[int] = []
+
+    def dead(frame: Frame) -> bool:
         # Expired frames left every query when they expired; now their records go too.
-        now_ms = time.time_ns() // 1_000_000
-        report = compact_data_dir(config.data_dir, frame_dead=expired_by(now_ms))
+        if not expired(frame):
+            return False
+        if frame.sealed is not None:
+            with contextlib.suppress(TamperedError):  # a damaged envelope names no key
+                shred.append(frame_key_id(frame.sealed))
+        return True
+
+    try:
+        with DataDirLock(config.data_dir):
+            try:
+                report = compact_log(config.data_dir / LOG_DIR_NAME, frame_dead=dead)
+            finally:
+                shredded = _destroy_data_keys(config.data_dir, shred)
     except DataDirLockedError as exc:
         print(f"memoryd: {exc}; stop it before compacting", file=sys.stderr)
         return EXIT_FAILED
@@ -53,7 +79,22 @@ def run_compact(args: argparse.Namespace) -> int:
         print(f"memoryd: nothing compacted: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if args.json:
-        print(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        out = {**report.to_dict(), "expired_private_frames_shredded": shredded}
+        print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     else:
         print(report.summary())
+        if shredded:
+            print(f"destroyed the data keys of {shredded} expired private frames")
     return EXIT_OK
+
+
+def _destroy_data_keys(data_dir: Path, key_ids: list[int]) -> int:
+    """Destroy ``key_ids`` in the vault of ``data_dir`` (locked is fine); how many were live."""
+    keys_dir = data_dir / KEYS_DIR_NAME
+    if not key_ids or not Keyring.exists(keys_dir):
+        return 0
+    keyring = Keyring.open(keys_dir)
+    try:
+        return keyring.forget(key_ids)
+    finally:
+        keyring.close()

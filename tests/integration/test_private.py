@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -434,3 +435,37 @@ def test_cli_unlock_lock_rotate_and_private_put(tmp_path: Path, vault_proc: Daem
     assert rotated.returncode == 0 and orjson.loads(rotated.stdout)["vault_key_id"] == 2
     assert "cli secret words" in memoryd("get", frame_id_).stdout
     assert PASSPHRASE not in vault_proc.stderr()
+
+
+def test_compaction_shreds_expired_private_frames(tmp_path: Path, socket_dir: Path) -> None:
+    proc = vault_daemon(tmp_path, socket_dir, extra="segment_bytes_max = 1048576\n").start()
+    try:
+        with Client(proc.socket_path) as client:
+            client.unlock(passphrase=PASSPHRASE, create=True)
+            brief = [client.put(f"a passing secret {i}", private=True, ttl_s=1) for i in range(2)]
+            kept = client.put("a lasting secret", private=True)
+            # Enough public bytes that the private records end up in a sealed segment.
+            client.put_batch([{"content": f"{n} " + "w" * 100_000} for n in range(25)])
+            time.sleep(1.2)  # the two brief ones expire
+        assert proc.terminate() == 0
+    finally:
+        proc.ensure_stopped()
+    envelopes = {p.id: sealed_envelope_span(proc.data_dir, p.id)[3] for p in [*brief, kept]}
+    run = memoryd("--json", "compact", "--data-dir", str(proc.data_dir))
+    assert run.code == 0, run.err
+    assert run.json()["expired_private_frames_shredded"] == 2
+    assert run.json()["records_dropped"] >= 2
+    # Their records are gone from the log, and a copy kept from before cannot be opened.
+    keyring = Keyring.open(proc.data_dir / KEYS_DIR_NAME, read_only=True)
+    try:
+        with MasterKey.from_passphrase(PASSPHRASE) as master:
+            unlocked = keyring.unlock(master)
+        for put in brief:
+            with pytest.raises(ForgottenError):
+                unlocked.open_frame(envelopes[put.id], frame_aad(put.id, "default", put.seq))
+        aad = frame_aad(kept.id, "default", kept.seq)
+        assert orjson.loads(unlocked.open_frame(envelopes[kept.id], aad))["content"] == (
+            "a lasting secret"
+        )
+    finally:
+        keyring.close()
