@@ -341,8 +341,8 @@ class Service:
     def find_waiting_twins(self) -> None:
         """Look up the near twins of every frame waiting for its commit.
 
-        Also called (on the loop) while the writer's fdatasync runs, so that a
-        lone put's lookup costs it no time: the disk is the wait either way.
+        Also called (on the loop) as the writer's fdatasync starts, so that a lone
+        put's lookup overlaps the wait for the disk instead of following it.
         """
         waiting = list(self._near_waiting.values())
         if waiting and self.near_duplicates is not None:

@@ -344,7 +344,9 @@ class InvertedIndex:
         best score of the docs holding a rarer term: then no doc holding only
         frequent terms can enter the top k, and the frequent terms need only be
         looked up (binary search) for the docs already found.  Exact, like Lucene's
-        MaxScore; None when it does not apply (the caller then scores everything).
+        MaxScore.  When that bound is too loose, the frequent terms' impact lists
+        may still prove the answer (``_search_rare_with_impacts``); None when
+        neither applies (the caller then scores everything).
         """
         n = max(self._n_live, 1)
         df = self._df[ids]
@@ -360,15 +362,54 @@ class InvertedIndex:
             docs, scores = self._accumulate(per_term)
         keep = self._live[docs] & mask_at(mask, docs)
         docs, scores = docs[keep], scores[keep]
-        if docs.shape[0] < k:
+        if k > 0 and docs.shape[0] >= k:
+            kth = float(np.partition(scores, scores.shape[0] - k)[scores.shape[0] - k])
+            bound = float(self.idf(self._df[common_ids]).sum()) * (self.params.k1 + 1)
+            if bound < kth:
+                scores = scores + self.score_docs_by_ids(common_ids, docs)
+                docs, scores = top_k(docs, scores, k)
+                return KeywordHits(docs=docs, scores=scores)
+        return self._search_rare_with_impacts(ids, common_ids, docs, k, mask)
+
+    def _search_rare_with_impacts(
+        self,
+        ids: list[int],
+        common_ids: list[int],
+        rare_docs: IntArray,
+        k: int,
+        mask: BoolArray | None,
+    ) -> KeywordHits | None:
+        """OR search of rare and frequent terms when MaxScore's bound is too loose.
+
+        The candidates are the docs holding a rare term, the frequent terms'
+        impact lists and the unsealed tail's docs of those terms, scored exactly
+        on every term.  A doc outside them holds no rare term and, for each
+        frequent term, weighs at most that list's floor: when the k-th candidate
+        beats ``sum(idf * floor)`` of the frequent terms, the answer is exact
+        (see impacts.py).  None otherwise: the caller then scores every posting.
+        """
+        if k <= 0:
             return None
+        avgdl = self.avgdl or 1.0
+        lists = [self._impact_list(t, avgdl) for t in common_ids]
+        tail_docs = [s.postings(t)[0] for s in self._tail for t in common_ids]
+        pooled = [rare_docs.astype(np.int64), *(il.docs for il in lists), *tail_docs]
+        cand = np.unique(np.concatenate(pooled).astype(np.int64))
+        cand = cand[self._live[cand] & mask_at(mask, cand)]
+        if cand.shape[0] < k:
+            self._impacts.fallbacks += 1
+            return None
+        scores = self.score_docs_by_ids(ids, cand)
         kth = float(np.partition(scores, scores.shape[0] - k)[scores.shape[0] - k])
-        bound = float(self.idf(self._df[common_ids]).sum()) * (self.params.k1 + 1)
-        if bound >= kth:
+        idf = self.idf(self._df[common_ids]).tolist()
+        bound = sum(i * il.upper_weight(avgdl) for i, il in zip(idf, lists, strict=True))
+        # Strictly above: a doc outside scoring exactly the bound could tie the k-th.
+        if not kth > bound * (1 + 1e-6):
+            self._impacts.fallbacks += 1
             return None
-        scores = scores + self.score_docs_by_ids(common_ids, docs)
-        docs, scores = top_k(docs, scores, k)
-        return KeywordHits(docs=docs, scores=scores)
+        self._impacts.answered += 1
+        docs, top = top_k(cand, scores, k)
+        return KeywordHits(docs=docs, scores=top)
 
     def _search_impacts(self, ids: list[int], k: int, mask: BoolArray | None) -> KeywordHits | None:
         """OR search of frequent terms only, from their impact lists (see impacts.py).
