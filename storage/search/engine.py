@@ -7,7 +7,8 @@ This is what the daemon's builder feeds and what its search handler asks:
 * ``search(query, k, mask, mode, now_ms, explain, text_of)``: ``mask`` is a numpy
   bool array over doc numbers (None = all) that the caller builds from its filters;
   ``text_of(doc)`` returns a frame's text, used only to verify phrases on the top
-  candidates (without it, no phrase bonus);
+  ``phrase_checks_max`` keyword and semantic candidates (without it, no phrase
+  bonus);
 * ``save(directory)`` / ``SearchIndex.load(directory, embedder)`` for checkpoints.
 
 Not thread-safe: one owner (the builder) mutates; queries must not overlap a
@@ -38,6 +39,10 @@ from memoryd.storage.search.text import ParsedQuery, TermBatch, contains_phrase
 from memoryd.storage.search.vectors import VectorIndex
 
 k_max = 1000  # results of one search
+# Phrases are verified (their text read back and split) only in the best this many
+# keyword candidates and the best this many semantic ones: reading a frame costs
+# ~25 us, and a doc holding the query verbatim ranks near the top on its words alone.
+phrase_checks_max = 32
 checkpoint_format = 1
 
 
@@ -174,7 +179,8 @@ class SearchIndex:
         if cand.shape[0] == 0:
             return SearchResult(cand, np.empty(0, np.float32), None)
         extra: dict[str, FloatArray] = {}
-        phrase = self._phrase_hits(parsed, cand, text_of, blind)
+        checked = np.concatenate([kw_docs[:phrase_checks_max], sem_docs[:phrase_checks_max]])
+        phrase = self._phrase_hits(parsed, cand, checked, text_of, blind)
         if mode == "classic":
             relevance = self._classic(parsed, cand, phrase, qvec, now, extra)
             parts = self._parts(cand, relevance, now, w, extra, classic=True)
@@ -285,10 +291,12 @@ class SearchIndex:
         self,
         parsed: ParsedQuery,
         cand: IntArray,
+        checked: IntArray,
         text_of: Callable[[int], str] | None,
         blind: Callable[[list[str]], list[str]] | None = None,
     ) -> FloatArray:
-        """1 for candidates whose text holds one of the query's phrases verbatim."""
+        """1 for candidates among ``checked`` whose text holds one of the query's
+        phrases verbatim (0 for the others)."""
         out = np.zeros(cand.shape[0], dtype=np.float32)
         if text_of is None or not parsed.phrases:
             return out
@@ -302,6 +310,7 @@ class SearchIndex:
             maybe |= np.isin(cand, holders)
             if blind is not None and terms:
                 maybe |= np.isin(cand, self.inverted.docs_with_all(blind(terms)))
+        maybe &= np.isin(cand, checked)
         for i in np.flatnonzero(maybe).tolist():
             words = tokenizer.words(text_of(int(cand[i])))
             if any(contains_phrase(words, p) for p in parsed.phrases):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memoryd.storage.search import RankingWeights, SearchIndex
+from memoryd.storage.search import RankingWeights, SearchIndex, engine
 from memoryd.storage.search.ranking import classic_scores, day_ms, recency_factor, rrf
 
 NOW = 1_700_000_000_000
@@ -104,6 +104,27 @@ def test_phrase_bonus_needs_text_and_reorders() -> None:
     )
     assert with_text.docs.tolist()[0] == 1
     assert with_text.explain()[0]["phrase"] == 1.0
+
+
+def test_phrases_are_verified_in_the_best_candidates_only() -> None:
+    e = SearchIndex()
+    # 300 docs hold both words; a few hold them as the phrase, one of them the best match.
+    texts = [f"car {i} is red" for i in range(300)]
+    texts[7] = "red car red car red car"
+    texts[250] = "a red car"
+    e.add_batch(range(len(texts)), texts, [NOW] * len(texts))
+    reads: list[int] = []
+
+    def text_of(doc: int) -> str:
+        reads.append(doc)
+        return texts[doc]
+
+    w = RankingWeights(context_weight=0.0, phrase_weight=1.0)
+    for mode in ("keyword", "hybrid"):
+        reads.clear()
+        found = e.search("red car", 5, mode=mode, now_ms=NOW, weights=w, text_of=text_of)
+        assert found.docs.tolist()[0] == 7  # best on its words, and verified verbatim
+        assert 0 < len(reads) <= 2 * engine.phrase_checks_max  # not all 300 read back
 
 
 def test_mask_and_delete_apply_to_every_mode() -> None:
