@@ -38,7 +38,7 @@ import numpy.typing as npt
 from memoryd.storage.search.arrays import BoolArray, IntArray, grown
 from memoryd.storage.search.text import Tokenizer, fold_word, raw_words_batch, token_chars_max
 
-lexicon_words_max = 1 << 20  # raw runs one vocabulary remembers (~450 MiB at most, see stats)
+lexicon_words_max = 1 << 18  # raw runs one vocabulary remembers (~115 MiB at most, see stats)
 
 
 class _Column:
