@@ -88,22 +88,14 @@ def du_bytes(path: Path) -> int:
 def memoryd_frames(batch: corpus.FrameBatch) -> list[dict[str, Any]]:
     return [
         {
-            "content": text,
-            "namespace": corpus.NAMESPACES[int(ns)],
-            "kind": corpus.KINDS[int(kind)],
-            "importance": float(imp),
-            "tags": list(tags),
-            "timestamp_ms": int(ts),
+            "content": row.text,
+            "namespace": row.namespace,
+            "kind": row.kind,
+            "importance": row.importance,
+            "tags": list(row.tags),
+            "timestamp_ms": row.timestamp_ms,
         }
-        for text, ns, kind, imp, tags, ts in zip(
-            batch.texts,
-            batch.namespaces,
-            batch.kinds,
-            batch.importance,
-            batch.tags,
-            batch.times_ms,
-            strict=True,
-        )
+        for row in batch.rows()
     ]
 
 

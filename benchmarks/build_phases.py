@@ -44,27 +44,18 @@ def write_log(log_dir: Path, frames: int) -> None:
     log, _ = FileLog.open(log_dir)
     for batch in corpus.frames(frames, batch=1000):
         records = []
-        for text, ns, kind, imp, tags, ts in zip(
-            batch.texts,
-            batch.namespaces,
-            batch.kinds,
-            batch.importance,
-            batch.tags,
-            batch.times_ms,
-            strict=True,
-        ):
-            namespace, kind_name = corpus.NAMESPACES[int(ns)], corpus.KINDS[int(kind)]
+        for row in batch.rows():
             frame = Frame(
-                frame_id(namespace, kind_name, text),
+                frame_id(row.namespace, row.kind, row.text),
                 0,
-                int(ts),
-                namespace,
-                kind_name,
-                text,
-                tags=list(tags),
-                importance=float(imp),
+                row.timestamp_ms,
+                row.namespace,
+                row.kind,
+                row.text,
+                tags=list(row.tags),
+                importance=row.importance,
             )
-            records.append((int(RecordType.FRAME_PUT), int(ts), encode_frame_put(frame)))
+            records.append((int(RecordType.FRAME_PUT), row.timestamp_ms, encode_frame_put(frame)))
         log.append(records)
     log.close()
 

@@ -46,6 +46,31 @@ class FrameBatch:
     importance: np.ndarray  # float32 in [0, 1]
     tags: list[tuple[str, ...]]
 
+    def rows(self) -> Iterator[FrameRow]:
+        """One row per frame, with the namespace and kind by name."""
+        for text, ns, kind, imp, tags, ts in zip(
+            self.texts,
+            self.namespaces,
+            self.kinds,
+            self.importance,
+            self.tags,
+            self.times_ms,
+            strict=True,
+        ):
+            yield FrameRow(text, NAMESPACES[int(ns)], KINDS[int(kind)], float(imp), tags, int(ts))
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRow:
+    """One synthetic frame."""
+
+    text: str
+    namespace: str
+    kind: str
+    importance: float
+    tags: tuple[str, ...]
+    timestamp_ms: int
+
 
 def vocabulary(rng: np.random.Generator) -> list[str]:
     """``vocab_words`` distinct made-up words, short ones more frequent (as in English)."""
