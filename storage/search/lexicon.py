@@ -146,13 +146,7 @@ class Vocabulary:
 
         ``compute(words)`` gives the values of a list of words (one each, in order).
         """
-        with self.lock:
-            column = self._columns.get(key)
-            if column is None:
-                column = self._columns[key] = _Column(dtype)
-            if column.size < known:
-                column.extend(compute(self.words[column.size : known]))
-            return column.data
+        return self._column(key, dtype, compute, self.words, known)
 
     def term_column(
         self,
@@ -162,12 +156,23 @@ class Vocabulary:
         known: int,
     ) -> IntArray:
         """Column ``key`` by term id, filled at least below ``known``; as ``word_column``."""
+        return self._column(key, dtype, compute, self.terms, known)
+
+    def _column(
+        self,
+        key: object,
+        dtype: npt.DTypeLike,
+        compute: Callable[[list[str]], npt.ArrayLike],
+        source: list[str],
+        known: int,
+    ) -> IntArray:
+        """Column ``key`` of values of ``source`` (words or terms), filled below ``known``."""
         with self.lock:
             column = self._columns.get(key)
             if column is None:
                 column = self._columns[key] = _Column(dtype)
             if column.size < known:
-                column.extend(compute(self.terms[column.size : known]))
+                column.extend(compute(source[column.size : known]))
             return column.data
 
     def term_ragged(
