@@ -388,28 +388,7 @@ class InvertedIndex:
         beats ``sum(idf * floor)`` of the frequent terms, the answer is exact
         (see impacts.py).  None otherwise: the caller then scores every posting.
         """
-        if k <= 0:
-            return None
-        avgdl = self.avgdl or 1.0
-        lists = [self._impact_list(t, avgdl) for t in common_ids]
-        tail_docs = [s.postings(t)[0] for s in self._tail for t in common_ids]
-        pooled = [rare_docs.astype(np.int64), *(il.docs for il in lists), *tail_docs]
-        cand = np.unique(np.concatenate(pooled).astype(np.int64))
-        cand = cand[self._live[cand] & mask_at(mask, cand)]
-        if cand.shape[0] < k:
-            self._impacts.fallbacks += 1
-            return None
-        scores = self.score_docs_by_ids(ids, cand)
-        kth = float(np.partition(scores, scores.shape[0] - k)[scores.shape[0] - k])
-        idf = self.idf(self._df[common_ids]).tolist()
-        bound = sum(i * il.upper_weight(avgdl) for i, il in zip(idf, lists, strict=True))
-        # Strictly above: a doc outside scoring exactly the bound could tie the k-th.
-        if not kth > bound * (1 + 1e-6):
-            self._impacts.fallbacks += 1
-            return None
-        self._impacts.answered += 1
-        docs, top = top_k(cand, scores, k)
-        return KeywordHits(docs=docs, scores=top)
+        return self._answer_from_impact_lists(ids, common_ids, rare_docs.astype(np.int64), k, mask)
 
     def _search_impacts(self, ids: list[int], k: int, mask: BoolArray | None) -> KeywordHits | None:
         """OR search of frequent terms only, from their impact lists (see impacts.py).
@@ -418,19 +397,39 @@ class InvertedIndex:
         answer exact; the caller then scores every posting.
         """
         n = max(self._n_live, 1)
-        if k <= 0 or not bool((self._df[ids] > frequent_df_fraction * n).all()):
+        if not bool((self._df[ids] > frequent_df_fraction * n).all()):
+            return None
+        return self._answer_from_impact_lists(ids, ids, np.empty(0, np.int64), k, mask)
+
+    def _answer_from_impact_lists(
+        self,
+        ids: list[int],
+        listed: list[int],
+        other_docs: IntArray,
+        k: int,
+        mask: BoolArray | None,
+    ) -> KeywordHits | None:
+        """The top ``k`` for ``ids`` among ``other_docs``, the impact lists of the
+        ``listed`` terms and the unsealed tail's docs of those terms, if provably exact.
+
+        Every doc outside them holds none of ``ids`` but the listed terms, each
+        weighing at most its list's floor: when the k-th candidate beats
+        ``sum(idf * floor)`` the answer is exact (see impacts.py); else None.
+        """
+        if k <= 0:
             return None
         avgdl = self.avgdl or 1.0
-        lists = [self._impact_list(t, avgdl) for t in ids]
-        tail_docs = [s.postings(t)[0] for s in self._tail for t in ids]
-        cand = np.unique(np.concatenate([il.docs for il in lists] + tail_docs).astype(np.int64))
+        lists = [self._impact_list(t, avgdl) for t in listed]
+        tail_docs = [s.postings(t)[0] for s in self._tail for t in listed]
+        pooled = [other_docs, *(il.docs for il in lists), *tail_docs]
+        cand = np.unique(np.concatenate(pooled).astype(np.int64))
         cand = cand[self._live[cand] & mask_at(mask, cand)]
         if cand.shape[0] < k:
             self._impacts.fallbacks += 1
             return None
         scores = self.score_docs_by_ids(ids, cand)
         kth = float(np.partition(scores, scores.shape[0] - k)[scores.shape[0] - k])
-        idf = self.idf(self._df[ids]).tolist()
+        idf = self.idf(self._df[listed]).tolist()
         bound = sum(i * il.upper_weight(avgdl) for i, il in zip(idf, lists, strict=True))
         # Strictly above: a doc outside scoring exactly the bound could tie the k-th.
         if not kth > bound * (1 + 1e-6):
