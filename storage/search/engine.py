@@ -303,15 +303,15 @@ class SearchIndex:
         # A doc can hold a phrase only if it holds every term of it: the postings say
         # which candidates do, so only those are read back and checked word by word.
         tokenizer = self.inverted.tokenizer
-        maybe = np.zeros(cand.shape[0], dtype=bool)
+        at = np.flatnonzero(np.isin(cand, checked))
+        docs = cand[at]
+        maybe = np.zeros(at.shape[0], dtype=bool)
         for phrase in parsed.phrases:
             terms = [t for t in map(tokenizer.term_of_word, phrase) if t]
-            holders = self.inverted.docs_with_all(terms) if terms else cand
-            maybe |= np.isin(cand, holders)
+            maybe |= self.inverted.hold_all(terms, docs) if terms else True
             if blind is not None and terms:
-                maybe |= np.isin(cand, self.inverted.docs_with_all(blind(terms)))
-        maybe &= np.isin(cand, checked)
-        for i in np.flatnonzero(maybe).tolist():
+                maybe |= self.inverted.hold_all(blind(terms), docs)
+        for i in at[maybe].tolist():
             words = tokenizer.words(text_of(int(cand[i])))
             if any(contains_phrase(words, p) for p in parsed.phrases):
                 out[i] = 1.0

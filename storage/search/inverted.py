@@ -503,6 +503,26 @@ class InvertedIndex:
         docs = self._intersect(lists)
         return docs[self._live[docs] & mask_at(mask, docs)]
 
+    def hold_all(self, terms: Sequence[str], docs: IntArray) -> BoolArray:
+        """For each of ``docs``, whether it holds every one of ``terms`` (an empty
+        ``terms`` holds for none).  Looks the docs up in each term's postings (binary
+        search), so its cost follows ``len(docs)``, not the terms' posting counts."""
+        docs = np.asarray(docs, dtype=np.int64)
+        wanted = list(dict.fromkeys(t for t in terms if t))
+        ids = self.term_ids(wanted)
+        if not wanted or len(ids) < len(wanted):
+            return np.zeros(docs.shape[0], dtype=bool)
+        held = np.ones(docs.shape[0], dtype=bool)
+        for term in ids:
+            found = np.zeros(docs.shape[0], dtype=bool)
+            for segment in self._segments():
+                seg_docs = segment.postings(term)[0]
+                if seg_docs.shape[0]:
+                    at = np.minimum(seg_docs.searchsorted(docs), seg_docs.shape[0] - 1)
+                    found |= seg_docs[at] == docs
+            held &= found
+        return held
+
     def _term_docs(self, term: int) -> IntArray:
         parts = [s.postings(term)[0] for s in self._segments()]
         return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)

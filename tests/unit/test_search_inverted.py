@@ -89,3 +89,22 @@ def test_bad_params() -> None:
         Bm25Params(k1=-1)
     with pytest.raises(ValueError):
         Bm25Params(b=2)
+
+
+def test_hold_all_agrees_with_docs_with_all_across_segments() -> None:
+    rng = np.random.default_rng(5)
+    words = ["red", "car", "lake", "sun", "tree"]
+    index = InvertedIndex()
+    doc = 0
+    for _ in range(4):  # sealed segments and an unsealed tail
+        texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 5)))) for _ in range(300)]
+        index.add_batch(range(doc, doc + len(texts)), texts)
+        doc += len(texts)
+        index.seal_tail()
+    index.add_batch(range(doc, doc + 50), ["red car"] * 50)
+    doc += 50
+    probe = rng.integers(0, doc, size=400)
+    for terms in (["red"], ["red", "car"], ["lake", "sun", "tree"], ["nowhere"], []):
+        holders = index.docs_with_all(terms)
+        expected = np.isin(probe, holders)
+        assert index.hold_all(terms, probe).tolist() == expected.tolist(), terms
