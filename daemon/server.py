@@ -414,14 +414,6 @@ class Daemon:
         service.handlers.update(VaultOps(vault, config.vault_kdf).handlers())
         if config.near_duplicates == "on":
             service.near_duplicates = NearDuplicates(derived)
-            if isinstance(event_log, FileLog):
-                # The lookup runs on the loop while the writer waits for the disk.
-                loop = asyncio.get_running_loop()
-
-                def find_twins_soon() -> None:
-                    loop.call_soon_threadsafe(service.find_waiting_twins)
-
-                event_log.before_sync = find_twins_soon
         search_op = SearchOp(
             event_log,
             projection.table,

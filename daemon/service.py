@@ -335,20 +335,11 @@ class Service:
         """The near twins of ``frames`` (committed): found with every waiting frame's."""
         found = self._near_found
         if any(id(frame) not in found for frame in frames):
-            self.find_waiting_twins()
+            waiting = list(self._near_waiting.values())
+            assert self.near_duplicates is not None
+            found.update(zip(map(id, waiting), self.near_duplicates(waiting), strict=True))
+            self._near_waiting.clear()
         return [found.pop(id(frame), None) for frame in frames]
-
-    def find_waiting_twins(self) -> None:
-        """Look up the near twins of every frame waiting for its commit.
-
-        Also called (on the loop) as the writer's fdatasync starts, so that a lone
-        put's lookup overlaps the wait for the disk instead of following it.
-        """
-        waiting = list(self._near_waiting.values())
-        if waiting and self.near_duplicates is not None:
-            found = self.near_duplicates(waiting)
-            self._near_found.update(zip(map(id, waiting), found, strict=True))
-        self._near_waiting.clear()
 
     def delete(self, args: dict[str, Any]) -> Result:
         fid = validation.frame_id_arg(args)

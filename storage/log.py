@@ -223,9 +223,6 @@ class FileLog:
         self._relaxed_sync_interval_ms = relaxed_sync_interval_ms
         self._now_ms = now_ms
         self._fault_injector = fault_injector
-        # Called on the appending thread just before each fdatasync: the disk's time
-        # is free for the caller's other work (the daemon answers near twins in it).
-        self.before_sync: Callable[[], None] | None = None
         self._last_seq = recovered.last_seq
         self._last_hash = recovered.last_hash
         self._sealed = tuple((s.first_seq, s.size) for s in segments[:-1])
@@ -381,10 +378,6 @@ class FileLog:
 
     def _sync_fd(self, fd: int) -> None:
         self._inject("sync")
-        if self.before_sync is not None:
-            # Advisory: a failing hook must never fail an append.
-            with contextlib.suppress(Exception):
-                self.before_sync()
         os.fdatasync(fd)
         self._unsynced = False
         self._last_sync_ms = self._now_ms()

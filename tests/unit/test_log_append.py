@@ -315,25 +315,3 @@ def test_records_bigger_than_a_read_chunk_read_back(tmp_path: Path) -> None:
     assert [len(e.record.payload) for e in log.read_from(1)] == [36, 36, len(big), 36, 36]
     assert next(iter(log.read_from(3))).record.payload == big
     log.close()
-
-
-def test_before_sync_runs_on_the_appending_thread_before_each_sync(tmp_path: Path) -> None:
-    calls: list[tuple[str, int]] = []
-    log = open_log(tmp_path / "log")
-
-    def note() -> None:
-        # What the file holds when the hook runs: the records are written, not yet synced.
-        calls.append((threading.current_thread().name, log.stats()["syncs"]))
-
-    log.before_sync = note
-    log.append(events(3))
-    log.append(events(2, start=3))
-    assert calls == [(threading.current_thread().name, 0), (threading.current_thread().name, 1)]
-
-    def broken() -> None:
-        raise RuntimeError("the loop is closed")
-
-    log.before_sync = broken  # advisory: a failing hook never fails an append
-    assert [r.seq for r in log.append(events(1, start=5))] == [6]
-    log.close()
-    assert len(read_all(open_log(tmp_path / "log"))) == 6
