@@ -10,8 +10,9 @@ carries the key id and a reason, never any content.
 
 from __future__ import annotations
 
+import itertools
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import NoReturn
@@ -121,27 +122,18 @@ def seal_envelope(key: EnvelopeKey, plaintext: bytes | bytearray, aad: Aad) -> b
 
 
 def seal_envelopes(
-    keys: Sequence[EnvelopeKey], plaintexts: Sequence[bytes | bytearray], aads: Sequence[bytes]
+    key: EnvelopeKey, plaintexts: Sequence[bytes | bytearray], aads: Sequence[bytes]
 ) -> list[bytes]:
-    """``seal_envelope`` of each plaintext under its key, bound to its AAD, in one pass.
+    """``seal_envelope`` of each plaintext under ``key``, bound to its AAD, in one pass
+    (a pool of wrapped data keys).
 
     ``aads`` are encoded AADs (``Aad.encode()``, or a fast path a test holds equal
-    to it): a batch (a pool of wrapped data keys, a batch of private frames) skips
-    making an ``Aad`` each.  Each envelope gets its own fresh nonce; the output is
-    what ``seal_envelope`` would give, byte for byte, for those nonces.
+    to it): a batch skips making an ``Aad`` each.  Each envelope gets its own fresh
+    nonce; the output is what ``seal_envelope`` would give, byte for byte, for those
+    nonces.
     """
-    if not len(keys) == len(plaintexts) == len(aads):
-        raise ValueError("seal_envelopes needs one key and one AAD per plaintext")
-    if any(len(plaintext) > PLAINTEXT_BYTES_MAX for plaintext in plaintexts):
-        raise LimitError("plaintext_bytes_max", max(map(len, plaintexts)), PLAINTEXT_BYTES_MAX)
-    pack = _HEADER.pack
-    out = []
-    for key, nonce, plaintext, aad in zip(
-        keys, new_nonces(len(plaintexts)), plaintexts, aads, strict=True
-    ):
-        header = pack(MAGIC, FORMAT_VERSION, Algorithm.AES_256_GCM, key.kind, key.key_id)
-        out.append(header + nonce + key._aead.encrypt(nonce, plaintext, header + aad))
-    return out
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, Algorithm.AES_256_GCM, key.kind, key.key_id)
+    return _seal_each(itertools.repeat((header, key._aead), len(plaintexts)), plaintexts, aads)
 
 
 def seal_under_data_keys(
@@ -151,21 +143,34 @@ def seal_under_data_keys(
 ) -> list[bytes]:
     """``seal_envelopes`` with each plaintext under its own data key ``(id, key)``,
     without an ``EnvelopeKey`` each (a batch of private frames, one key a frame)."""
-    if not len(keys) == len(plaintexts) == len(aads):
-        raise ValueError("seal_under_data_keys needs one key and one AAD per plaintext")
-    if any(len(plaintext) > PLAINTEXT_BYTES_MAX for plaintext in plaintexts):
-        raise LimitError("plaintext_bytes_max", max(map(len, plaintexts)), PLAINTEXT_BYTES_MAX)
+    if len(keys) != len(plaintexts):
+        raise ValueError("seal_under_data_keys needs one key per plaintext")
+    assert all(0 <= key_id <= KEY_ID_MAX for key_id, _ in keys)
     pack = _HEADER.pack
     version, algorithm, kind = FORMAT_VERSION, int(Algorithm.AES_256_GCM), int(KeyKind.DATA)
-    out = []
-    for (key_id, key), nonce, plaintext, aad in zip(
-        keys, new_nonces(len(plaintexts)), plaintexts, aads, strict=True
-    ):
-        assert 0 <= key_id <= KEY_ID_MAX
-        header = pack(MAGIC, version, algorithm, kind, key_id)
-        sealed = AESGCM(key.buffer).encrypt(nonce, plaintext, header + aad)
-        out.append(header + nonce + sealed)
-    return out
+    ciphers = (
+        (pack(MAGIC, version, algorithm, kind, key_id), AESGCM(key.buffer)) for key_id, key in keys
+    )
+    return _seal_each(ciphers, plaintexts, aads)
+
+
+def _seal_each(
+    ciphers: Iterable[tuple[bytes, AESGCM]],
+    plaintexts: Sequence[bytes | bytearray],
+    aads: Sequence[bytes],
+) -> list[bytes]:
+    """Each plaintext sealed by its (header, cipher), bound to header + its AAD, each
+    with a fresh nonce (``ciphers`` yields one per plaintext)."""
+    if len(plaintexts) != len(aads):
+        raise ValueError("sealing a batch needs one AAD per plaintext")
+    if any(len(plaintext) > PLAINTEXT_BYTES_MAX for plaintext in plaintexts):
+        raise LimitError("plaintext_bytes_max", max(map(len, plaintexts)), PLAINTEXT_BYTES_MAX)
+    return [
+        header + nonce + aead.encrypt(nonce, plaintext, header + aad)
+        for (header, aead), nonce, plaintext, aad in zip(
+            ciphers, new_nonces(len(plaintexts)), plaintexts, aads, strict=True
+        )
+    ]
 
 
 def open_envelope(key: EnvelopeKey, blob: bytes, aad: Aad) -> bytes:

@@ -47,7 +47,7 @@ def wrap_data_keys(
     before, after = data_key_aad_frame(keyring_id)
     pack = _U64.pack
     aads = [before + pack(key_id) + after for key_id, _ in keys]
-    wrapped = seal_envelopes([wrapping] * len(keys), [key.buffer for _, key in keys], aads)
+    wrapped = seal_envelopes(wrapping, [key.buffer for _, key in keys], aads)
     assert all(len(blob) == WRAPPED_KEY_BYTES for blob in wrapped)
     return wrapped
 
