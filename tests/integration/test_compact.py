@@ -10,22 +10,29 @@ from tests.integration.daemon_process import DaemonProcess
 from tests.integration.test_cli import memoryd
 
 
+def small_segments_daemon(tmp_path: Path, socket_dir: Path) -> DaemonProcess:
+    """A daemon (not started) whose log rolls over to a new segment at 1 MiB."""
+    config = tmp_path / "memoryd.toml"
+    config.write_text("segment_bytes_max = 1048576\n")
+    return DaemonProcess(tmp_path / "data", socket_dir / "memoryd.sock", "--config", str(config))
+
+
+def put_big_frames_and_delete_half(client: Client) -> None:
+    """30 frames of 100 KiB (several sealed segments), every other one deleted."""
+    big = "w" * (100 * 1024)
+    stored = client.put_batch([{"content": f"{n} {big}", "tags": [str(n)]} for n in range(30)])
+    for result in stored[::2]:
+        client.delete(result.id)
+
+
 def test_compact_between_runs_reclaims_space_and_keeps_every_live_frame(
     tmp_path: Path, socket_dir: Path
 ) -> None:
-    config = tmp_path / "memoryd.toml"
-    config.write_text("segment_bytes_max = 1048576\n")
-    data_dir = tmp_path / "data"
-    socket_path = socket_dir / "memoryd.sock"
-    daemon = DaemonProcess(data_dir, socket_path, "--config", str(config)).start()
-    big = "w" * (100 * 1024)
+    daemon = small_segments_daemon(tmp_path, socket_dir).start()
+    data_dir, socket_path = daemon.data_dir, daemon.socket_path
     try:
         with Client(socket_path) as client:
-            stored = client.put_batch(
-                [{"content": f"{n} {big}", "tags": [str(n)]} for n in range(30)]
-            )
-            for result in stored[::2]:
-                client.delete(result.id)
+            put_big_frames_and_delete_half(client)
             before = {f.id: dataclasses.asdict(f) for f in client.recent(limit=1000).frames}
             refused = memoryd("compact", "--data-dir", str(data_dir))
             assert refused.code == 1 and "stop it before compacting" in refused.err
@@ -40,7 +47,7 @@ def test_compact_between_runs_reclaims_space_and_keeps_every_live_frame(
     check = memoryd("check", "--data-dir", str(data_dir))
     assert check.code == 0, check.out + check.err
 
-    daemon = DaemonProcess(data_dir, socket_path, "--config", str(config)).start()
+    daemon.start()
     try:
         with Client(socket_path) as client:
             after = {f.id: dataclasses.asdict(f) for f in client.recent(limit=1000).frames}
@@ -57,19 +64,11 @@ def test_compact_between_runs_reclaims_space_and_keeps_every_live_frame(
 def test_a_checkpoint_made_before_a_compaction_is_not_trusted_after_it(
     tmp_path: Path, socket_dir: Path
 ) -> None:
-    config = tmp_path / "memoryd.toml"
-    config.write_text("segment_bytes_max = 1048576\n")
-    data_dir = tmp_path / "data"
-    socket_path = socket_dir / "memoryd.sock"
-    daemon = DaemonProcess(data_dir, socket_path, "--config", str(config)).start()
-    big = "w" * (100 * 1024)
+    daemon = small_segments_daemon(tmp_path, socket_dir).start()
+    data_dir, socket_path = daemon.data_dir, daemon.socket_path
     try:
         with Client(socket_path) as client:
-            stored = client.put_batch(
-                [{"content": f"{n} {big}", "tags": [str(n)]} for n in range(30)]
-            )
-            for result in stored[::2]:
-                client.delete(result.id)
+            put_big_frames_and_delete_half(client)
             last = client.put("the last word before the stop")
             client.search("last word", min_seq=last.seq)
             before = {f.id: dataclasses.asdict(f) for f in client.recent(limit=1000).frames}
@@ -79,7 +78,7 @@ def test_a_checkpoint_made_before_a_compaction_is_not_trusted_after_it(
     run = memoryd("compact", "--data-dir", str(data_dir), "--json")
     assert run.code == 0 and run.json()["segments_rewritten"] >= 1, run.err
 
-    daemon = DaemonProcess(data_dir, socket_path, "--config", str(config)).start()
+    daemon.start()
     try:
         with Client(socket_path) as client:
             # The frames moved: the checkpoint's locations are refused, not served.
