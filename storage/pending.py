@@ -9,8 +9,6 @@ at every step made indexing them quadratic; here both are O(log n).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from sortedcontainers import SortedDict
 
 from memoryd.storage.log import RecordLocation
@@ -45,12 +43,6 @@ class PendingFrames:
 
     def __len__(self) -> int:
         return len(self._by_id)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._by_id)
-
-    def items(self) -> Iterator[tuple[str, Entry]]:
-        return iter(self._by_id.items())
 
     def oldest(self, count: int) -> list[Entry]:
         """Up to ``count`` entries, lowest seq first."""
