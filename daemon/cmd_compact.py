@@ -14,7 +14,6 @@ segment swap would race with readers; see storage/compaction.py.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 from pathlib import Path
@@ -22,8 +21,8 @@ from pathlib import Path
 import orjson
 
 from memoryd.client.cli import global_options_parent
-from memoryd.crypto import KEYS_DIR_NAME, Keyring, TamperedError, frame_key_id
 from memoryd.daemon.cmd_serve import add_data_dir_options, config_or_report
+from memoryd.daemon.vault import Vault
 from memoryd.storage import DataDirLock, DataDirLockedError, LogCorruptionError
 from memoryd.storage.compaction import CompactionFailedError, compact_log, expired_by
 from memoryd.storage.events import Frame
@@ -55,15 +54,14 @@ def run_compact(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_USAGE
     expired = expired_by(time.time_ns() // 1_000_000)
-    shred: list[int] = []
+    sealed: list[Frame] = []
 
     def dead(frame: Frame) -> bool:
         # Expired frames left every query when they expired; now their records go too.
         if not expired(frame):
             return False
         if frame.sealed is not None:
-            with contextlib.suppress(TamperedError):  # a damaged envelope names no key
-                shred.append(frame_key_id(frame.sealed))
+            sealed.append(frame)
         return True
 
     try:
@@ -71,7 +69,7 @@ def run_compact(args: argparse.Namespace) -> int:
             try:
                 report = compact_log(config.data_dir / LOG_DIR_NAME, frame_dead=dead)
             finally:
-                shredded = _destroy_data_keys(config.data_dir, shred)
+                shredded = _shred(config.data_dir, sealed)
     except DataDirLockedError as exc:
         print(f"memoryd: {exc}; stop it before compacting", file=sys.stderr)
         return EXIT_FAILED
@@ -88,13 +86,13 @@ def run_compact(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _destroy_data_keys(data_dir: Path, key_ids: list[int]) -> int:
-    """Destroy ``key_ids`` in the vault of ``data_dir`` (locked is fine); how many were live."""
-    keys_dir = data_dir / KEYS_DIR_NAME
-    if not key_ids or not Keyring.exists(keys_dir):
+def _shred(data_dir: Path, frames: list[Frame]) -> int:
+    """Destroy the data keys of sealed ``frames`` in the vault of ``data_dir`` (it stays
+    locked); how many were live."""
+    if not frames:
         return 0
-    keyring = Keyring.open(keys_dir)
+    vault = Vault(data_dir)
     try:
-        return keyring.forget(key_ids)
+        return vault.forget_frames(frames)
     finally:
-        keyring.close()
+        vault.close()
