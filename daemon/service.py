@@ -277,14 +277,16 @@ class Service:
         apply_put = projection.apply_put
         # A private frame's payload is a placeholder until the writer seals it.
         vault = self.vault
-        sealed_at = (
-            [i for i, frame in enumerate(frames) if frame.private] if vault is not None else []
-        )
-        sealed = set(sealed_at)
+        sealing = vault is not None
         events: list[Event] = [
-            (_FRAME_PUT, frame.timestamp_ms, b"" if i in sealed else encode_frame_put(frame))
-            for i, frame in enumerate(frames)
+            (
+                _FRAME_PUT,
+                frame.timestamp_ms,
+                b"" if sealing and frame.private else encode_frame_put(frame),
+            )
+            for frame in frames
         ]
+        sealed_at = [i for i, frame in enumerate(frames) if frame.private] if sealing else []
         # Expired frames put again: a tombstone first, so that the put is a new frame.
         table = projection.table
         expired = [fid for fid in new if fid in table] if projection.expiry else []
