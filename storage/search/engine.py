@@ -12,7 +12,9 @@ This is what the daemon's builder feeds and what its search handler asks:
 * ``save(directory)`` / ``SearchIndex.load(directory, embedder)`` for checkpoints.
 
 Not thread-safe: one owner (the builder) mutates; queries must not overlap a
-mutation (the daemon serializes them on its one builder task or a lock).
+mutation (the daemon serializes them on its one builder task or a lock).  A
+vector search may use worker threads of its own (storage/search/threads.py) and
+returns only once they are done with the index.
 """
 
 from __future__ import annotations

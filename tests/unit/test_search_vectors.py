@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from memoryd.storage.search import threads as threads_module
 from memoryd.storage.search import vectors as vectors_module
 from memoryd.storage.search.vectors import VectorIndex
 
@@ -54,6 +55,38 @@ def test_coarse_path_finds_near_copies(monkeypatch: pytest.MonkeyPatch) -> None:
     for d in (7, 500, 1999):
         noisy = vecs[d] + 0.05 * _unit(rng, 1, 64)[0]
         assert index.search(noisy, 1).docs.tolist() == [d]
+
+
+def test_coarse_pass_in_parts_keeps_what_one_pass_keeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vectors_module, "exact_rows_max", 0)
+    monkeypatch.setattr(vectors_module, "coarse_candidates", 64)
+    monkeypatch.setattr(vectors_module, "coarse_chunk_rows", 128)
+    rng = np.random.default_rng(5)
+    vecs = _unit(rng, 3000, 64)
+    index = VectorIndex(64)
+    index.add_batch(np.arange(3000), vecs)
+    index.delete(np.arange(0, 3000, 7))
+    mask = rng.random(3000) < 0.8
+    queries = _unit(rng, 20, 64)
+
+    def answers() -> list[tuple[list[int], list[float]]]:
+        out = []
+        for q in queries:
+            for m in (None, mask):
+                hits = index.search(q, 10, mask=m)
+                out.append((hits.docs.tolist(), hits.scores.tolist()))
+        return out
+
+    monkeypatch.setattr(vectors_module, "scan_part_rows_min", 10**9)
+    assert vectors_module._scan_parts(3000) == [(0, 3000)]
+    one_pass = answers()
+    monkeypatch.setattr(vectors_module, "scan_part_rows_min", 256)
+    monkeypatch.setattr(threads_module, "usable_cpus", lambda: 4)
+    assert vectors_module._scan_parts(3000) == [(0, 768), (768, 1536), (1536, 2304), (2304, 3000)]
+    in_parts = answers()
+    assert in_parts == one_pass
+    deleted = set(range(0, 3000, 7))
+    assert all(not deleted & set(docs) and len(docs) == 10 for docs, _ in in_parts)
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
