@@ -366,6 +366,11 @@ class InvertedIndex:
             kth = float(np.partition(scores, scores.shape[0] - k)[scores.shape[0] - k])
             bound = float(self.idf(self._df[common_ids]).sum()) * (self.params.k1 + 1)
             if bound < kth:
+                # A doc below kth - bound stays below the k rare docs that reach kth
+                # even with every frequent term at its best: look up only the rest
+                # (the slack covers float32 rounding of the sums).
+                need = scores >= (kth - bound) - 1e-5 * kth
+                docs, scores = docs[need], scores[need]
                 scores = scores + self.score_docs_by_ids(common_ids, docs)
                 docs, scores = top_k(docs, scores, k)
                 return KeywordHits(docs=docs, scores=scores)
@@ -472,6 +477,7 @@ class InvertedIndex:
             return out
         order = np.argsort(docs, kind="stable")
         sorted_docs = docs[order]
+        needles = sorted_docs.astype(np.uint32)  # the postings' type: see _positions
         avgdl = self.avgdl or 1.0
         segments = self._segments()
         # Look each doc up in the postings, and weigh only the hits: a frequent
@@ -482,8 +488,7 @@ class InvertedIndex:
                 seg_docs, seg_tfs = segment.postings(t)
                 if seg_docs.shape[0] == 0:
                     continue
-                pos = np.searchsorted(seg_docs, sorted_docs)
-                pos_c = np.minimum(pos, seg_docs.shape[0] - 1)
+                pos_c = _positions(seg_docs, needles)
                 hit = seg_docs[pos_c] == sorted_docs
                 hit_docs = sorted_docs[hit]
                 weights = self._weights(seg_tfs[pos_c[hit]], hit_docs, avgdl)
@@ -513,13 +518,13 @@ class InvertedIndex:
         if not wanted or len(ids) < len(wanted):
             return np.zeros(docs.shape[0], dtype=bool)
         held = np.ones(docs.shape[0], dtype=bool)
+        needles = docs.astype(np.uint32)  # the postings' type: see _positions
         for term in ids:
             found = np.zeros(docs.shape[0], dtype=bool)
             for segment in self._segments():
                 seg_docs = segment.postings(term)[0]
                 if seg_docs.shape[0]:
-                    at = np.minimum(seg_docs.searchsorted(docs), seg_docs.shape[0] - 1)
-                    found |= seg_docs[at] == docs
+                    found |= seg_docs[_positions(seg_docs, needles)] == docs
             held &= found
         return held
 
@@ -799,3 +804,16 @@ def _no_hits() -> KeywordHits:
 
 assert tail_postings_max > 0 and tail_segments_max >= 2
 assert math.isfinite(Bm25Params().k1)
+
+
+def _positions(postings: IntArray, needles: IntArray) -> IntArray:
+    """Where each of ``needles`` is or would go in the sorted ``postings``, clipped to
+    the last posting: compare ``postings[at] == doc`` to know whether it is there.
+
+    ``needles`` must have the postings' dtype (uint32): searching with another
+    dtype makes numpy convert the postings first, a copy of a frequent term's
+    whole list (half a million docs at 1M frames) per lookup.  Docs beyond uint32
+    wrap when cast and are then simply not found (no posting equals them).
+    """
+    at: IntArray = np.minimum(postings.searchsorted(needles), postings.shape[0] - 1)
+    return at

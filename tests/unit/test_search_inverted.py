@@ -61,6 +61,41 @@ def test_max_score_equals_full_scoring() -> None:
         assert np.allclose(fast.scores, full[order])
 
 
+def test_max_score_looks_up_only_docs_that_can_still_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(8)
+    rare = [f"rare{i}" for i in range(40)]
+    texts = []
+    for _ in range(3000):
+        words = [f"filler{int(w)}" for w in rng.integers(0, 500, size=int(rng.integers(5, 40)))]
+        if rng.random() < 0.8:
+            words += ["common"] * int(rng.integers(1, 4))
+        words += [str(rng.choice(rare))] * int(rng.integers(1, 5))
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+    index = _index(texts)
+    looked_up: list[int] = []
+    score_docs_by_ids = index.score_docs_by_ids
+
+    def spy(ids: list[int], docs: np.ndarray) -> np.ndarray:
+        looked_up.append(len(docs))
+        return score_docs_by_ids(ids, docs)
+
+    monkeypatch.setattr(index, "score_docs_by_ids", spy)
+    full_docs = np.arange(3000)
+    pruned = 0
+    for word in rare:
+        q = ["common", word]
+        looked_up.clear()
+        fast = index.search(q, 5)
+        full = score_docs_by_ids(index.scored_term_ids(q), full_docs)
+        order = np.lexsort((-full_docs, -full))[:5]
+        assert fast.docs.tolist() == full_docs[order].tolist()
+        assert np.allclose(fast.scores, full[order])
+        holding = int(np.count_nonzero(index.score_docs([word], full_docs)))
+        pruned += bool(looked_up) and looked_up[0] < holding
+    assert pruned > 0  # the bound skipped docs in some queries
+
+
 def test_term_scores_explain_the_total() -> None:
     index = _index(["red car", "red", "car car"])
     docs = np.array([0, 1, 2])
