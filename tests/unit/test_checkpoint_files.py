@@ -140,7 +140,7 @@ def test_checkpoint_restores_state_that_answers_identically(tmp_path: Path) -> N
     restored.projection.table._check()
     replayed = Projection()
     replayed.replay(log.read_from(1))
-    assert restored.projection.table._by_id == replayed.table._by_id
+    assert restored.projection.table.slots() == replayed.table.slots()
     for query in ("memory w3", "w5 w9 about", "memory 17"):
         for mode in ("hybrid", "keyword", "semantic", "classic"):
             a = index.search(query, 10, mode=mode, now_ms=1_800_000_000_000)  # type: ignore[arg-type]

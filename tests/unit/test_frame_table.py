@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from memoryd.storage.frame_table import CursorError, FrameTable
@@ -95,3 +96,64 @@ def test_invalid_cursor_is_rejected(cursor: str) -> None:
     put(table, "x", 1, 1)
     with pytest.raises(CursorError):
         table.recent(namespace=None, kind=None, limit=5, cursor=cursor)
+
+
+def test_from_columns_in_any_order_equals_applying_each_put() -> None:
+    rng = np.random.default_rng(4)
+    n = 300
+    namespaces, kinds = ["a", "b", "c"], ["fact", "note"]
+    seqs = np.arange(1, n + 1, dtype=np.int64) * 3
+    times = rng.integers(0, 50, size=n).astype(np.int64)  # many frames share a millisecond
+    ns_codes = rng.integers(0, 3, size=n).astype(np.int64)
+    kind_codes = rng.integers(0, 2, size=n).astype(np.int64)
+    ids_ = [f"id{i}" for i in range(n)]
+    applied = FrameTable()
+    for i in range(n):
+        applied.apply_put(
+            ids_[i],
+            int(seqs[i]),
+            int(times[i]),
+            namespaces[ns_codes[i]],
+            kinds[kind_codes[i]],
+            1,
+            i * 10,
+            10,
+        )
+    shuffled = rng.permutation(n)  # a catalog's docs need not follow seq order
+    segments, offsets, lengths = np.ones(n, np.int64), np.arange(n) * 10, np.full(n, 10)
+    restored = FrameTable.from_columns(
+        [ids_[i] for i in shuffled],
+        seqs[shuffled],
+        times[shuffled],
+        ns_codes[shuffled],
+        namespaces,
+        kind_codes[shuffled],
+        kinds,
+        (segments[shuffled], offsets[shuffled], lengths[shuffled]),
+        frames_deleted=0,
+    )
+    restored._check()
+    for frame_id in ids_:
+        assert restored.get(frame_id) == applied.get(frame_id)
+    for ns in (None, *namespaces):
+        for kind in (None, *kinds):
+            mine = restored.recent(namespace=ns, kind=kind, limit=n, cursor=None).slots
+            theirs = applied.recent(namespace=ns, kind=kind, limit=n, cursor=None).slots
+            assert mine == theirs
+    assert restored.apply_delete("id7")
+    assert restored.apply_put("id7", 10_000, 5, "a", "note", 2, 0, 9)
+    restored._check()
+    with pytest.raises(ValueError):
+        restored.apply_put("late", 9_999, 5, "a", "note", 2, 0, 9)  # seqs only increase
+    with pytest.raises(ValueError):
+        FrameTable.from_columns(
+            ["x", "y"],
+            np.array([4, 4]),
+            np.array([1, 2]),
+            np.array([0, 0]),
+            ["a"],
+            np.array([0, 0]),
+            ["note"],
+            (np.ones(2, np.int64), np.ones(2, np.int64), np.ones(2, np.int64)),
+            0,
+        )
