@@ -22,6 +22,9 @@ indexes on lock or a key change) wait in ``derived.private_pending``; once no
 committed record waits and the vault is unlocked, the builder indexes them a
 chunk at a time (``_step_private``: opened and blinded on its thread).
 
+Once it has caught up after building at least ``HEAP_TRIM_FRAMES`` frames, it
+gives the heap's free pages back to the system (daemon/heap.py) on its thread.
+
 It never dies silently: a failed step is logged, counted, shown in ``stats``
 and retried with a back-off; ``progressing`` tells health checks whether it
 keeps up.
@@ -38,6 +41,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from memoryd.daemon import heap
 from memoryd.daemon.build_policy import BuildPolicy
 from memoryd.storage import EventLog, LogEntry, RecordLocation
 from memoryd.storage.derived import BuildStep, DerivedState, Prepared, PreparedPrivate
@@ -45,6 +49,7 @@ from memoryd.storage.derived import BuildStep, DerivedState, Prepared, PreparedP
 log = logging.getLogger("memoryd.builder")
 
 RETRY_DELAY_S_MAX = 5.0
+HEAP_TRIM_FRAMES = 10_000  # frames built between two returns of free heap memory
 
 
 class Builder:
@@ -75,6 +80,8 @@ class Builder:
         # True while a step runs; stays True if one was cancelled half way.
         self.step_interrupted = False
         self.steps = 0
+        self.heap_trims = 0
+        self._frames_at_trim = derived.frames_built
         self.failures = 0
         self.last_error: str | None = None
         self.last_progress_monotonic = time.monotonic()
@@ -143,6 +150,9 @@ class Builder:
             if lag == 0 and not private_work:
                 if self._stopping:
                     return
+                if self.derived.frames_built - self._frames_at_trim >= HEAP_TRIM_FRAMES:
+                    await self._trim_heap()
+                    continue  # commits may have come in meanwhile
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -162,6 +172,12 @@ class Builder:
             retry_delay_s = 0.05
             self._release_waiters()
             await asyncio.sleep(0)  # let requests run between chunks
+
+    async def _trim_heap(self) -> None:
+        self._frames_at_trim = self.derived.frames_built
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(self._executor, heap.trim):
+            self.heap_trims += 1
 
     async def _gather(self, lag: int) -> None:
         """Wait briefly for more records to share this chunk, as the policy says."""
@@ -262,6 +278,7 @@ class Builder:
             "builder_lag": self.lag,
             "builder_steps": self.steps,
             "builder_yields": self.yields,
+            "builder_heap_trims": self.heap_trims,
             "builder_failures": self.failures,
             "builder_last_error": self.last_error,
             "builder_progressing": self.progressing,
