@@ -176,8 +176,10 @@ class Builder:
     async def _trim_heap(self) -> None:
         self._frames_at_trim = self.derived.frames_built
         loop = asyncio.get_running_loop()
+        started = time.monotonic()
         if await loop.run_in_executor(self._executor, heap.trim):
             self.heap_trims += 1
+            log.debug("free heap memory returned in %.1f ms", (time.monotonic() - started) * 1e3)
 
     async def _gather(self, lag: int) -> None:
         """Wait briefly for more records to share this chunk, as the policy says."""
