@@ -479,21 +479,33 @@ class InvertedIndex:
         sorted_docs = docs[order]
         needles = sorted_docs.astype(np.uint32)  # the postings' type: see _positions
         avgdl = self.avgdl or 1.0
-        segments = self._segments()
-        # Look each doc up in the postings, and weigh only the hits: a frequent
-        # term's postings are far more than the docs asked about.
+        spans = self._segment_spans(sorted_docs)
+        # Look each doc up in the postings of the one segment its number falls in,
+        # and weigh only the hits: a frequent term's postings are far more than
+        # the docs asked about.
         for t in dict.fromkeys(ids):
             idf = np.float32(self.idf(int(self._df[t])))
-            for segment in segments:
+            for segment, lo, hi in spans:
                 seg_docs, seg_tfs = segment.postings(t)
                 if seg_docs.shape[0] == 0:
                     continue
-                pos_c = _positions(seg_docs, needles)
-                hit = seg_docs[pos_c] == sorted_docs
-                hit_docs = sorted_docs[hit]
+                pos_c = _positions(seg_docs, needles[lo:hi])
+                hit = seg_docs[pos_c] == sorted_docs[lo:hi]
+                hit_docs = sorted_docs[lo:hi][hit]
                 weights = self._weights(seg_tfs[pos_c[hit]], hit_docs, avgdl)
-                out[order[hit]] += idf * weights
+                out[order[lo:hi][hit]] += idf * weights
         return out
+
+    def _segment_spans(self, sorted_docs: IntArray) -> list[tuple[Segment, int, int]]:
+        """Per segment, the slice ``lo:hi`` of ``sorted_docs`` inside its doc range
+        (segments with none left out): a doc's postings are in those segments only."""
+        spans = []
+        for segment in self._segments():
+            lo = int(sorted_docs.searchsorted(segment.doc_lo, "left"))
+            hi = int(sorted_docs.searchsorted(segment.doc_hi, "right"))
+            if lo < hi:
+                spans.append((segment, lo, hi))
+        return spans
 
     def docs_with_all(self, terms: Sequence[str], mask: BoolArray | None = None) -> IntArray:
         """Live docs (allowed by ``mask``) holding every one of ``terms``, increasing.
@@ -517,16 +529,22 @@ class InvertedIndex:
         ids = self.term_ids(wanted)
         if not wanted or len(ids) < len(wanted):
             return np.zeros(docs.shape[0], dtype=bool)
+        order = np.argsort(docs, kind="stable")
+        sorted_docs = docs[order]
+        needles = sorted_docs.astype(np.uint32)  # the postings' type: see _positions
+        spans = self._segment_spans(sorted_docs)
         held = np.ones(docs.shape[0], dtype=bool)
-        needles = docs.astype(np.uint32)  # the postings' type: see _positions
         for term in ids:
             found = np.zeros(docs.shape[0], dtype=bool)
-            for segment in self._segments():
+            for segment, lo, hi in spans:
                 seg_docs = segment.postings(term)[0]
                 if seg_docs.shape[0]:
-                    found |= seg_docs[_positions(seg_docs, needles)] == docs
+                    at = _positions(seg_docs, needles[lo:hi])
+                    found[lo:hi] |= seg_docs[at] == sorted_docs[lo:hi]
             held &= found
-        return held
+        out = np.empty(docs.shape[0], dtype=bool)
+        out[order] = held
+        return out
 
     def _term_docs(self, term: int) -> IntArray:
         parts = [s.postings(term)[0] for s in self._segments()]
