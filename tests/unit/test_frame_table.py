@@ -157,3 +157,31 @@ def test_from_columns_in_any_order_equals_applying_each_put() -> None:
             (np.ones(2, np.int64), np.ones(2, np.int64), np.ones(2, np.int64)),
             0,
         )
+
+
+def test_deleting_most_restored_frames_trims_the_restored_order() -> None:
+    n = 1000
+    names = [f"id{i}" for i in range(n)]
+    table = FrameTable.from_columns(
+        names,
+        np.arange(1, n + 1, dtype=np.int64),
+        np.arange(n, dtype=np.int64) * 10,
+        np.zeros(n, dtype=np.int64),
+        ["a"],
+        np.zeros(n, dtype=np.int64),
+        ["note"],
+        (np.ones(n, np.int64), np.zeros(n, np.int64), np.ones(n, np.int64)),
+        0,
+    )
+    for i in range(0, 900):  # like a large forget: every frame but the newest hundred
+        assert table.apply_delete(f"id{i}")
+    table._check()
+    # Reads no longer walk the deleted rows: the restored order dropped them.
+    assert table._all.base_rows.shape[0] < 600
+    page = table.recent(namespace="a", kind="note", limit=5, cursor=None)
+    assert [slot.seq for slot in page.slots] == [1000, 999, 998, 997, 996]
+    oldest = table.range(
+        since_ms=None, until_ms=None, namespace=None, kind=None, limit=2, cursor=None
+    )
+    assert [slot.seq for slot in oldest.slots] == [901, 902]
+    assert table.namespaces() == {"a": 100}
