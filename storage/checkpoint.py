@@ -316,8 +316,9 @@ def _projection_of(derived: DerivedState) -> Projection:
     catalog = derived.catalog
     live = np.flatnonzero(catalog.alive.view())
     ids = catalog.ids
+    all_live = live.shape[0] == len(ids)
     table = FrameTable.from_columns(
-        [ids[d] for d in live.tolist()],
+        ids if all_live else [ids[d] for d in live.tolist()],
         catalog.seq.view()[live],
         catalog.timestamp_ms.view()[live],
         catalog.namespace_code.view()[live].astype(np.int64),
@@ -330,6 +331,8 @@ def _projection_of(derived: DerivedState) -> Projection:
             catalog.length.view()[live],
         ),
         catalog.deleted,
+        # Every doc live: doc numbers are the rows, and the catalog's dict is the map.
+        row_of=catalog.doc_of if all_live else None,
     )
     projection = Projection(table=table, last_seq=derived.built_seq)
     projection.unreadable = [

@@ -185,3 +185,36 @@ def test_deleting_most_restored_frames_trims_the_restored_order() -> None:
     )
     assert [slot.seq for slot in oldest.slots] == [901, 902]
     assert table.namespaces() == {"a": 100}
+
+
+def test_from_columns_takes_a_given_id_to_row_map_only_when_it_fits() -> None:
+    n = 50
+    names = [f"id{i}" for i in range(n)]
+
+    def restored(ids: list[str], row_of: dict[str, int] | None) -> FrameTable:
+        seqs = np.array([int(i[2:]) + 1 for i in ids], dtype=np.int64)
+        table = FrameTable.from_columns(
+            ids,
+            seqs,
+            seqs * 7,
+            np.zeros(n, dtype=np.int64),
+            ["a"],
+            np.zeros(n, dtype=np.int64),
+            ["note"],
+            (np.ones(n, np.int64), np.zeros(n, np.int64), np.ones(n, np.int64)),
+            0,
+            row_of=row_of,
+        )
+        table._check()
+        return table
+
+    expected = restored(names, None).slots()
+    given = {name: i for i, name in enumerate(names)}
+    table = restored(names, given)
+    assert table.slots() == expected
+    assert table._row_of is not given  # a copy: the table changes its own
+    assert table.apply_delete("id3") and "id3" in given
+    # In another order, or not matching, the map is not used.
+    assert restored(names[::-1], given).slots() == expected
+    wrong = dict(given, id0=1, id1=0)
+    assert restored(names, wrong).slots() == expected
