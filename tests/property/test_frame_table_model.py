@@ -26,16 +26,7 @@ operations = st.lists(
 def test_table_matches_model(ops: list[tuple[str, int, int, str, str]], page: int) -> None:
     table = FrameTable()
     model: dict[str, tuple[int, int, str, str]] = {}  # id -> (ts, seq, ns, kind)
-    for seq, (op, which, ts, ns, kind) in enumerate(ops, start=1):
-        frame_id = f"id{which}"
-        if op == "put":
-            applied = table.apply_put(frame_id, seq, ts, ns, kind, 1, 0, 10)
-            assert applied == (frame_id not in model)
-            model.setdefault(frame_id, (ts, seq, ns, kind))
-        else:
-            assert table.apply_delete(frame_id) == (frame_id in model)
-            model.pop(frame_id, None)
-        table._check()
+    _apply_each(table, model, ops, first_seq=1)
     _assert_orders_match(table, model, page)
 
 
@@ -68,16 +59,27 @@ def test_a_restored_table_then_changed_matches_model(
         0,
     )
     table._check()
-    for seq, (op, which, ts, ns, kind) in enumerate(after, start=len(before) + 1):
+    _apply_each(table, model, after, first_seq=len(before) + 1)
+    _assert_orders_match(table, model, page)
+
+
+def _apply_each(
+    table: FrameTable,
+    model: dict[str, tuple[int, int, str, str]],
+    ops: list[tuple[str, int, int, str, str]],
+    first_seq: int,
+) -> None:
+    """Apply ``ops`` to the table and the model alike, checking the table after each."""
+    for seq, (op, which, ts, ns, kind) in enumerate(ops, start=first_seq):
         frame_id = f"id{which}"
         if op == "put":
-            assert table.apply_put(frame_id, seq, ts, ns, kind, 1, 0, 10) == (frame_id not in model)
+            applied = table.apply_put(frame_id, seq, ts, ns, kind, 1, 0, 10)
+            assert applied == (frame_id not in model)
             model.setdefault(frame_id, (ts, seq, ns, kind))
         else:
             assert table.apply_delete(frame_id) == (frame_id in model)
             model.pop(frame_id, None)
         table._check()
-    _assert_orders_match(table, model, page)
 
 
 def _assert_orders_match(
