@@ -1,10 +1,9 @@
-"""Worker threads for the numpy-heavy halves of a query, made on first use.
+"""Worker threads for the numpy-heavy parts of a query, made on first use.
 
 numpy releases the interpreter lock while it converts, multiplies and
-partitions large arrays, so a query can use a second core for them: the vector
-index splits a long coarse pass into parts, and a hybrid search runs its
-vector half while the calling thread does the keyword half.  Each named pool is
-one ``ThreadPoolExecutor``, shared by every index in the process.  A task must
+partitions large arrays, so a query can use more cores for them: the vector
+index splits a long coarse pass into parts scanned side by side.  Each named
+pool is one ``ThreadPoolExecutor``, shared by every index in the process.  A task must
 never wait on a task of its own pool (that could deadlock a full pool); waiting
 on another pool's tasks is fine as long as those never wait in turn.
 """
