@@ -34,7 +34,7 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -477,35 +477,38 @@ class InvertedIndex:
             return out
         order = np.argsort(docs, kind="stable")
         sorted_docs = docs[order]
-        needles = sorted_docs.astype(np.uint32)  # the postings' type: see _positions
         avgdl = self.avgdl or 1.0
-        spans = self._segment_spans(sorted_docs)
-        # Look each doc up in the postings of the one segment its number falls in,
-        # and weigh only the hits: a frequent term's postings are far more than
-        # the docs asked about.
-        for t in dict.fromkeys(ids):
-            idf = np.float32(self.idf(int(self._df[t])))
-            for segment, lo, hi in spans:
-                seg_docs, seg_tfs = segment.postings(t)
-                if seg_docs.shape[0] == 0:
-                    continue
-                pos_c = _positions(seg_docs, needles[lo:hi])
-                hit = seg_docs[pos_c] == sorted_docs[lo:hi]
-                hit_docs = sorted_docs[lo:hi][hit]
-                weights = self._weights(seg_tfs[pos_c[hit]], hit_docs, avgdl)
-                out[order[lo:hi][hit]] += idf * weights
+        idf = {t: np.float32(self.idf(int(self._df[t]))) for t in ids}
+        for t, span, tfs, hit in self._lookups(ids, sorted_docs):
+            weights = self._weights(tfs, sorted_docs[span][hit], avgdl)
+            out[order[span][hit]] += idf[t] * weights
         return out
 
-    def _segment_spans(self, sorted_docs: IntArray) -> list[tuple[Segment, int, int]]:
-        """Per segment, the slice ``lo:hi`` of ``sorted_docs`` inside its doc range
-        (segments with none left out): a doc's postings are in those segments only."""
+    def _lookups(
+        self, ids: Sequence[int], sorted_docs: IntArray
+    ) -> Iterator[tuple[int, slice, IntArray, BoolArray]]:
+        """For each term of ``ids`` and each segment holding it whose doc range holds
+        some of ``sorted_docs`` (increasing): the term, the slice of ``sorted_docs``
+        in that range, the term frequencies of the ones found, and which are found.
+
+        Each doc is looked up (binary search) only in the segment its number falls
+        in, and only the hits are returned: a frequent term's postings are far more
+        than the docs asked about.
+        """
+        needles = sorted_docs.astype(np.uint32)  # the postings' type: see _positions
         spans = []
         for segment in self._segments():
             lo = int(sorted_docs.searchsorted(segment.doc_lo, "left"))
             hi = int(sorted_docs.searchsorted(segment.doc_hi, "right"))
             if lo < hi:
-                spans.append((segment, lo, hi))
-        return spans
+                spans.append((segment, slice(lo, hi)))
+        for t in dict.fromkeys(ids):
+            for segment, span in spans:
+                seg_docs, seg_tfs = segment.postings(t)
+                if seg_docs.shape[0]:
+                    at = _positions(seg_docs, needles[span])
+                    hit = seg_docs[at] == sorted_docs[span]
+                    yield t, span, seg_tfs[at[hit]], hit
 
     def docs_with_all(self, terms: Sequence[str], mask: BoolArray | None = None) -> IntArray:
         """Live docs (allowed by ``mask``) holding every one of ``terms``, increasing.
@@ -531,17 +534,10 @@ class InvertedIndex:
             return np.zeros(docs.shape[0], dtype=bool)
         order = np.argsort(docs, kind="stable")
         sorted_docs = docs[order]
-        needles = sorted_docs.astype(np.uint32)  # the postings' type: see _positions
-        spans = self._segment_spans(sorted_docs)
-        held = np.ones(docs.shape[0], dtype=bool)
-        for term in ids:
-            found = np.zeros(docs.shape[0], dtype=bool)
-            for segment, lo, hi in spans:
-                seg_docs = segment.postings(term)[0]
-                if seg_docs.shape[0]:
-                    at = _positions(seg_docs, needles[lo:hi])
-                    found[lo:hi] |= seg_docs[at] == sorted_docs[lo:hi]
-            held &= found
+        found = {t: np.zeros(docs.shape[0], dtype=bool) for t in ids}  # by sorted doc
+        for t, span, _tfs, hit in self._lookups(ids, sorted_docs):
+            found[t][span] |= hit
+        held = np.logical_and.reduce(list(found.values()))
         out = np.empty(docs.shape[0], dtype=bool)
         out[order] = held
         return out
