@@ -45,26 +45,30 @@ def test_mask_and_delete() -> None:
     assert index.score_docs(vecs[3], np.array([0, 3, 99]))[[0, 2]].tolist() == [0.0, 0.0]
 
 
-def test_coarse_path_finds_near_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+def _coarse_index(
+    monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator, rows: int, candidates: int
+) -> tuple[VectorIndex, np.ndarray]:
+    """An index of ``rows`` random 64-d unit vectors that always searches coarse-to-fine."""
     monkeypatch.setattr(vectors_module, "exact_rows_max", 0)
-    monkeypatch.setattr(vectors_module, "coarse_candidates", 50)
-    rng = np.random.default_rng(3)
-    vecs = _unit(rng, 2000, 64)
+    monkeypatch.setattr(vectors_module, "coarse_candidates", candidates)
+    vecs = _unit(rng, rows, 64)
     index = VectorIndex(64)
-    index.add_batch(np.arange(2000), vecs)
+    index.add_batch(np.arange(rows), vecs)
+    return index, vecs
+
+
+def test_coarse_path_finds_near_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    index, vecs = _coarse_index(monkeypatch, rng, 2000, candidates=50)
     for d in (7, 500, 1999):
         noisy = vecs[d] + 0.05 * _unit(rng, 1, 64)[0]
         assert index.search(noisy, 1).docs.tolist() == [d]
 
 
 def test_coarse_pass_in_parts_keeps_what_one_pass_keeps(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vectors_module, "exact_rows_max", 0)
-    monkeypatch.setattr(vectors_module, "coarse_candidates", 64)
     monkeypatch.setattr(vectors_module, "coarse_chunk_rows", 128)
     rng = np.random.default_rng(5)
-    vecs = _unit(rng, 3000, 64)
-    index = VectorIndex(64)
-    index.add_batch(np.arange(3000), vecs)
+    index, _ = _coarse_index(monkeypatch, rng, 3000, candidates=64)
     index.delete(np.arange(0, 3000, 7))
     mask = rng.random(3000) < 0.8
     queries = _unit(rng, 20, 64)
