@@ -13,8 +13,9 @@ This is what the daemon's builder feeds and what its search handler asks:
 
 Not thread-safe: one owner (the builder) mutates; queries must not overlap a
 mutation (the daemon serializes them on its one builder task or a lock).  A
-vector search may use worker threads of its own (storage/search/threads.py) and
-returns only once they are done with the index.
+vector search may use worker threads of its own (storage/search/threads.py); a
+hybrid search starts its vector half on them, runs its keyword half meanwhile,
+and returns only once they are done with the index.
 """
 
 from __future__ import annotations
@@ -170,11 +171,16 @@ class SearchIndex:
         kw_docs = np.empty(0, np.int64)
         sem_docs = np.empty(0, np.int64)
         qvec = None
-        if mode != "semantic":
-            kw_docs = self.inverted.search(parsed.terms, depth, mask).docs
+        semantic_hits = None
         if mode != "keyword":
             qvec = self._embed_query(query)
-            sem_docs = self.vectors.search(qvec, depth, mask).docs
+            semantic_hits = self.vectors.start_search(qvec, depth, mask)
+        try:
+            if mode != "semantic":
+                kw_docs = self.inverted.search(parsed.terms, depth, mask).docs
+        finally:  # the vector pass's workers read the index until it is collected
+            if semantic_hits is not None:
+                sem_docs = semantic_hits().docs
         cand = np.unique(np.concatenate([kw_docs, sem_docs]))
         if w.context_weight > 0 and mode in ("keyword", "hybrid"):
             cand = self._with_neighbours(cand, mask)

@@ -1,8 +1,10 @@
 """Worker threads for the numpy-heavy parts of a query, made on first use.
 
-numpy releases the interpreter lock while it converts, multiplies and
-partitions large arrays, so a query can use more cores for them: the vector
-index splits a long coarse pass into parts scanned side by side.  Each named
+numpy and simsimd release the interpreter lock while they multiply, gather and
+partition large arrays, so a query can use more cores for them: the vector
+index scans a long coarse pass in parts side by side, and rescores its
+candidates in two halves, while the caller's thread goes on with the keyword
+half of a hybrid search.  Each named
 pool is one ``ThreadPoolExecutor``, shared by every index in the process.  A task must
 never wait on a task of its own pool (that could deadlock a full pool); waiting
 on another pool's tasks is fine as long as those never wait in turn.

@@ -14,17 +14,23 @@ Contract:
   also has a ``coarse_dim`` *folded* copy (dimension i added into i mod coarse_dim
   with a fixed random sign: feature hashing again, so folded inner products
   estimate the full ones without bias), itself int8 with a scale per row; the
-  best ``coarse_candidates`` rows by folded score are re-scored exactly.
-* Chunks are small enough for their float32 copy to stay in the CPU cache
-  (``exact_chunk_rows`` x 384 and ``coarse_chunk_rows`` x 96 floats: 1.5 MiB):
-  measured here, a 50k-row exact pass takes 6 ms in 1k-row chunks against 26 ms
-  in 32k-row ones, and the int8 coarse pass over a million rows beats a float32
-  one (29 against 36 ms) at a quarter of its memory.  Its recall@10 against exact is
-  measured in benchmarks/search_latency.py.  ``exact=True`` forces the exact path.
+  best ``coarse_candidates`` rows by folded score are re-scored with their full
+  int8 rows, and the best ``rescore_keep_factor * k`` of those get exact float32
+  cosines, which order them.
+* Exact chunks are small enough for their float32 copy to stay in the CPU cache
+  (``exact_chunk_rows`` x 384 floats: 1.5 MiB): measured here, a 50k-row exact pass
+  takes 6 ms in 1k-row chunks against 26 ms in 32k-row ones.
+* The coarse pass multiplies int8 by int8: the folded query is quantized to int8
+  too (one scale for the whole query, so it ranks rows exactly as its float32 self
+  would, up to rounding) and simsimd's SIMD kernels take the dot products of int8
+  rows straight from memory, where numpy had to convert every row to float32
+  first: a million rows in 6-12 ms on one core against 24 ms.  Its recall@10
+  against exact is measured in benchmarks/search_latency.py.  ``exact=True``
+  forces the exact path.
 * A coarse pass over more than ``2 * scan_part_rows_min`` rows is cut into one part
-  per CPU (at most ``scan_threads_max``), scanned side by side: numpy releases the
-  interpreter lock while it converts, multiplies and partitions, so a million rows
-  take about half the time on two cores.  Each part keeps its best
+  per CPU (at most ``scan_threads_max``), scanned side by side: simsimd and numpy
+  release the interpreter lock while they multiply and partition, so a million
+  rows take about half the time on two cores.  Each part keeps its best
   ``coarse_candidates``, and the best of their union are the rows one pass would
   keep (up to ties).
 * HNSW (usearch) was measured and rejected: recall@10 0.19 at ef 96 for short
@@ -38,13 +44,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import simsimd
 
 from memoryd.storage.search import threads
 from memoryd.storage.search.arrays import BoolArray, FloatArray, IntArray, grown, top_k
@@ -52,10 +59,12 @@ from memoryd.storage.search.arrays import BoolArray, FloatArray, IntArray, grown
 exact_chunk_rows = 1 << 10  # rows converted to float32 at a time: 1k x 384 x 4 B = 1.5 MiB
 exact_rows_max = 50_000  # above this many allowed rows, search coarse-to-fine
 coarse_dim = 96  # folded dims of the first stage: 96 B + a 4 B scale a row
-coarse_chunk_rows = 1 << 12  # coarse rows converted at a time: 4k x 96 x 4 B = 1.5 MiB
-coarse_candidates = 8000  # rows of the first stage re-scored exactly
+coarse_candidates = 8000  # rows of the first stage rescored with their full rows
+rescore_keep_factor = 2  # of the candidates rescored in int8, k x this many get float32 cosines
+rescore_keep_min = 64  # ... and at least this many (int8 rounding never reorders far)
+rescore_part_rows_min = 2048  # int8 rescoring is split in two from twice this many rows
 coarse_seed = 0x5EED  # fixed: folded vectors must agree across processes and restarts
-scan_threads_max = 4  # threads of one coarse pass, the caller's included (at most the CPUs)
+scan_threads_max = 4  # worker threads of one coarse pass (at most the CPUs)
 scan_part_rows_min = 1 << 17  # a coarse pass is split only into parts at least this long
 checkpoint_format = 3
 
@@ -143,14 +152,24 @@ class VectorIndex:
         self, query: FloatArray, k: int, mask: BoolArray | None = None, exact: bool = False
     ) -> VectorHits:
         """The ``k`` allowed live docs most similar to ``query``; see module docstring."""
+        return self.start_search(query, k, mask, exact)()
+
+    def start_search(
+        self, query: FloatArray, k: int, mask: BoolArray | None = None, exact: bool = False
+    ) -> Callable[[], VectorHits]:
+        """``search``, begun: a coarse pass starts on worker threads and the caller may
+        do other work (a hybrid search's keyword half) before it calls the returned
+        function for the hits.  The caller must call it, even on error, before the
+        index changes: the workers read the index until it returns."""
         q = _as_query(query, self.dim)
         if k <= 0 or self._n_live == 0:
-            return VectorHits(np.empty(0, np.int64), np.empty(0, np.float32))
+            empty = VectorHits(np.empty(0, np.int64), np.empty(0, np.float32))
+            return lambda: empty
         allowed = self._allowed(mask)
         n_allowed = int(np.count_nonzero(allowed))
         if exact or n_allowed <= exact_rows_max:
-            return self._search_exact(q, k, allowed)
-        return self._search_coarse(q, k, allowed)
+            return lambda: self._search_exact(q, k, allowed)
+        return self._start_coarse(q, k, allowed)
 
     def _fold(self, vecs: FloatArray) -> FloatArray:
         signed = vecs * self._fold_sign
@@ -181,42 +200,64 @@ class VectorIndex:
         top, scores = top_k(docs, self._exact(docs, q), k)
         return VectorHits(top, scores)
 
-    def _search_coarse(self, q: FloatArray, k: int, allowed: BoolArray) -> VectorHits:
-        qf = self._fold(q[None, :])[0]
-        n = self._doc_end
-        want = min(max(coarse_candidates, k), n)
-        parts = _scan_parts(n)
-        # The calling thread scans the first part, the pool the others: numpy
-        # drops the interpreter lock while it converts, multiplies and partitions.
-        pool = threads.pool("vector-scan", scan_threads_max - 1)
-        part = self._coarse_part
-        futures = [pool.submit(part, qf, lo, hi, allowed, want) for lo, hi in parts[1:]]
-        try:
-            results = [part(qf, *parts[0], allowed, want)]
-        finally:
+    def _start_coarse(self, q: FloatArray, k: int, allowed: BoolArray) -> Callable[[], VectorHits]:
+        qf = _quantized(self._fold(q[None, :]))[0]
+        want = min(max(coarse_candidates, k), self._doc_end)
+        # Every part on the pool: simsimd and numpy drop the interpreter lock while
+        # they multiply and partition, so the caller's Python runs beside them.
+        pool = threads.pool("vector-scan", scan_threads_max)
+        futures = [
+            pool.submit(self._coarse_part, qf, lo, hi, allowed, want)
+            for lo, hi in _scan_parts(self._doc_end)
+        ]
+
+        def finish() -> VectorHits:
             wait(futures)  # never return, even raising, while a worker reads the index
-        results += [future.result() for future in futures]
-        cand = np.concatenate([docs for docs, _ in results])
-        rough = np.concatenate([scores for _, scores in results])
-        if cand.shape[0] > want:
-            cand = cand[np.argpartition(rough, rough.shape[0] - want)[rough.shape[0] - want :]]
-        cand = cand[allowed[cand]]
+            results = [future.result() for future in futures]
+            cand = np.concatenate([docs for docs, _ in results])
+            rough = np.concatenate([scores for _, scores in results])
+            if cand.shape[0] > want:
+                top = np.argpartition(rough, rough.shape[0] - want)[rough.shape[0] - want :]
+                cand = cand[top]
+            return self._rescored(cand[allowed[cand]], q, k)
+
+        return finish
+
+    def _rescored(self, cand: IntArray, q: FloatArray, k: int) -> VectorHits:
+        """The ``k`` best of ``cand`` by cosine with ``q``.  Full int8 rows against the
+        query quantized to int8 (simsimd) pick the best ``rescore_keep_factor * k``;
+        those are ordered by their float32 cosine, the one ``score_docs`` gives."""
+        q8 = _quantized(q[None, :])[0]
+        # Gathering the rows is most of the cost: in halves on two threads.
+        halves = [cand] if cand.shape[0] < 2 * rescore_part_rows_min else np.array_split(cand, 2)
+        pool = threads.pool("vector-scan", scan_threads_max)
+        futures = [pool.submit(self._products, q8, half) for half in halves[1:]]
+        try:
+            first = self._products(q8, halves[0])
+        finally:
+            wait(futures)
+        approx = np.concatenate([first, *(future.result() for future in futures)])
+        keep = max(k * rescore_keep_factor, rescore_keep_min)
+        if cand.shape[0] > keep:
+            cand = cand[np.argpartition(approx, cand.shape[0] - keep)[cand.shape[0] - keep :]]
         docs, scores = top_k(cand, self._exact(cand, q), k)
         return VectorHits(docs, scores)
 
+    def _products(self, q8: IntArray, docs: IntArray) -> FloatArray:
+        """Inner products of the int8 query ``q8`` (1 x dim) with the rows of ``docs``."""
+        products = simsimd.cdist(q8, self._rows[docs], metric="dot", out_dtype="float32")
+        out: FloatArray = np.asarray(products).reshape(-1)
+        out *= self._scale[docs]
+        return out
+
     def _coarse_part(
-        self, qf: FloatArray, lo: int, hi: int, allowed: BoolArray, want: int
+        self, qf: IntArray, lo: int, hi: int, allowed: BoolArray, want: int
     ) -> tuple[IntArray, FloatArray]:
         """The best ``want`` rows of ``lo:hi`` by folded score (or all of them, if
-        fewer), as (doc numbers, folded scores); disallowed rows score -inf."""
-        rough = np.empty(hi - lo, dtype=np.float32)
-        # One float32 buffer for every chunk's conversion: no allocation per chunk.
-        floats = np.empty((min(hi - lo, coarse_chunk_rows), coarse_dim), dtype=np.float32)
-        for start in range(lo, hi, coarse_chunk_rows):
-            end = min(hi, start + coarse_chunk_rows)
-            chunk = floats[: end - start]
-            np.copyto(chunk, self._coarse[start:end], casting="unsafe")
-            np.matmul(chunk, qf, out=rough[start - lo : end - lo])
+        fewer), as (doc numbers, folded scores); disallowed rows score -inf.
+        ``qf`` is the folded query as int8 (a 1 x coarse_dim matrix)."""
+        products = simsimd.cdist(qf, self._coarse[lo:hi], metric="dot", out_dtype="float32")
+        rough: FloatArray = np.asarray(products).reshape(-1)
         rough *= self._coarse_scale[lo:hi]
         rough[~allowed[lo:hi]] = -np.inf
         if rough.shape[0] <= want:
@@ -352,11 +393,10 @@ class VectorIndex:
 
 
 def _scan_parts(n: int) -> list[tuple[int, int]]:
-    """``0:n`` cut into one part per usable CPU (at most ``scan_threads_max``), each a
-    whole number of conversion chunks and at least ``scan_part_rows_min`` rows."""
+    """``0:n`` cut into one part per usable CPU (at most ``scan_threads_max``), each
+    at least ``scan_part_rows_min`` rows."""
     parts = max(1, min(threads.usable_cpus(), scan_threads_max, n // scan_part_rows_min))
     step = -(-n // parts)
-    step = -(-step // coarse_chunk_rows) * coarse_chunk_rows
     return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
 
 

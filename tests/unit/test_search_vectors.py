@@ -66,7 +66,6 @@ def test_coarse_path_finds_near_copies(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_coarse_pass_in_parts_keeps_what_one_pass_keeps(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vectors_module, "coarse_chunk_rows", 128)
     rng = np.random.default_rng(5)
     index, _ = _coarse_index(monkeypatch, rng, 3000, candidates=64)
     index.delete(np.arange(0, 3000, 7))
@@ -86,11 +85,37 @@ def test_coarse_pass_in_parts_keeps_what_one_pass_keeps(monkeypatch: pytest.Monk
     one_pass = answers()
     monkeypatch.setattr(vectors_module, "scan_part_rows_min", 256)
     monkeypatch.setattr(threads_module, "usable_cpus", lambda: 4)
-    assert vectors_module._scan_parts(3000) == [(0, 768), (768, 1536), (1536, 2304), (2304, 3000)]
+    assert vectors_module._scan_parts(3000) == [(0, 750), (750, 1500), (1500, 2250), (2250, 3000)]
     in_parts = answers()
     assert in_parts == one_pass
     deleted = set(range(0, 3000, 7))
     assert all(not deleted & set(docs) and len(docs) == 10 for docs, _ in in_parts)
+
+
+def test_rescoring_in_int8_keeps_the_exact_top_k(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every row a candidate: the coarse path then differs from exact search only by
+    # its int8 rescoring, which must not lose or reorder any of the best k.
+    rng = np.random.default_rng(6)
+    index, _ = _coarse_index(monkeypatch, rng, 5000, candidates=5000)
+    index.delete(np.arange(0, 5000, 11))
+    for q in _unit(rng, 20, 64):
+        for k in (1, 10, 100):
+            coarse, exact = index.search(q, k), index.search(q, k, exact=True)
+            assert coarse.docs.tolist() == exact.docs.tolist()
+            assert coarse.scores.tolist() == exact.scores.tolist()
+
+
+def test_started_search_rescoring_in_halves_matches_one_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(8)
+    index, _ = _coarse_index(monkeypatch, rng, 4000, candidates=3000)
+    queries = _unit(rng, 10, 64)
+    monkeypatch.setattr(vectors_module, "rescore_part_rows_min", 10**9)
+    whole = [index.search(q, 10).docs.tolist() for q in queries]
+    monkeypatch.setattr(vectors_module, "rescore_part_rows_min", 100)
+    started = [index.start_search(q, 10) for q in queries]  # several in flight at once
+    assert [finish().docs.tolist() for finish in started] == whole
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
