@@ -58,6 +58,8 @@ tail_postings_max = 1 << 18  # ~1.5 MiB of tail postings (~8k frames) before sea
 tail_segments_max = 32  # single-frame batches in a quiet daemon: seal after this many
 query_terms_max = 64  # terms of one query that are scored: the rarest known ones
 frequent_df_fraction = 0.05  # terms in more docs than this are looked up, not expanded
+sparse_accumulate_ratio = 256  # fewer postings than docs / this: sum over just their docs
+# (at 1M docs: 3,000 postings 0.45 ms either way, 300 0.04 ms against 0.35; 30,000 4.4 against 1.5)
 checkpoint_format = 1  # bumped when the files of save() change
 
 
@@ -585,10 +587,24 @@ class InvertedIndex:
     def _accumulate(
         self, per_term: list[tuple[IntArray, FloatArray]]
     ) -> tuple[IntArray, FloatArray]:
-        """Sum per-doc scores over terms: dense scatter-add, no sort.
+        """Sum per-doc scores over terms, as (docs ascending, float32 sums).
 
         Within one term a doc appears once, so ``acc[docs] += scores`` is exact.
+        One term's scores are its sums.  Few postings (rare terms) add into an
+        array over just the docs they hold; many, into one over every doc (no
+        sort).  Both add in the same order, so they give the same sums to the bit.
         """
+        postings = sum(docs.shape[0] for docs, _ in per_term)
+        if len(per_term) == 1:
+            docs, scores = per_term[0]
+            order = np.argsort(docs, kind="stable")
+            return docs[order].astype(np.int64), scores[order].astype(np.float32)
+        if postings * sparse_accumulate_ratio < self._doc_end:
+            held = np.unique(np.concatenate([docs for docs, _ in per_term]).astype(np.int64))
+            sums = np.zeros(held.shape[0], dtype=np.float32)
+            for docs, scores in per_term:
+                sums[np.searchsorted(held, docs)] += scores
+            return held, sums
         acc = np.zeros(self._doc_end, dtype=np.float32)
         touched = np.zeros(self._doc_end, dtype=bool)
         for docs, scores in per_term:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from memoryd.storage.search import inverted as inverted_module
 from memoryd.storage.search.inverted import Bm25Params, InvertedIndex
 
 
@@ -59,6 +60,32 @@ def test_max_score_equals_full_scoring() -> None:
         order = np.lexsort((-full_docs, -full))[:10]
         assert fast.docs.tolist() == full_docs[order].tolist()
         assert np.allclose(fast.scores, full[order])
+
+
+def test_sparse_and_dense_sums_agree_to_the_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(11)
+    words = [f"w{i}" for i in range(40)]
+    # Several batches, so that a term's postings come from several segments.
+    index = InvertedIndex()
+    for start in range(0, 3000, 250):
+        texts = [" ".join(rng.choice(words, size=6).tolist()) for _ in range(250)]
+        index.add_batch(range(start, start + 250), texts)
+    queries = [["w1"], ["w2", "w3"], ["w4", "w5", "w6", "w7"], ["w8", "w8", "w9"]]
+
+    def sums(ratio: float) -> list[tuple[list[int], bytes]]:
+        monkeypatch.setattr(inverted_module, "sparse_accumulate_ratio", ratio)
+        out = []
+        for q in queries:
+            ids = index.scored_term_ids(q)
+            docs, scores = index._accumulate([index._term_scores(t) for t in ids])
+            assert docs.dtype == np.int64 and scores.dtype == np.float32
+            assert bool(np.all(np.diff(docs) > 0))
+            out.append((docs.tolist(), scores.tobytes()))
+        return out
+
+    dense, sparse = sums(0), sums(float("inf"))
+    assert sparse == dense
+    assert all(len(docs) > 0 for docs, _ in dense)
 
 
 def test_max_score_looks_up_only_docs_that_can_still_win(monkeypatch: pytest.MonkeyPatch) -> None:
