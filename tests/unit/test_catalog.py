@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from memoryd.storage.catalog import Catalog, Filters, NewDocs
 
@@ -81,3 +82,25 @@ def test_add_batch_equals_adding_one_by_one() -> None:
     for name in a:
         assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), name
     assert batched.doc_of == one_by_one.doc_of
+
+
+def test_restored_ids_round_trip_and_damage_is_refused() -> None:
+    catalog = Catalog()
+    ids = [f"{i:032x}" for i in (7, 2**100, 3, 2**127 + 5)]
+    for seq, fid in enumerate(ids, start=1):
+        catalog.add(fid, seq, 100 * seq, 0.5, "ns", "fact", [])
+    catalog.remove(ids[1])
+    meta, arrays = catalog.to_arrays()
+    restored = Catalog.from_arrays(meta, arrays)
+    restored._check()
+    assert restored.ids == ids
+    assert restored.doc_of == {ids[0]: 0, ids[2]: 2, ids[3]: 3}
+    assert Catalog.from_arrays(*Catalog().to_arrays()).ids == []
+
+    broken = arrays["catalog.ids"].copy()
+    broken.view(np.uint8)[40] = ord("\n")
+    with pytest.raises(ValueError, match="line break"):
+        Catalog.from_arrays(meta, {**arrays, "catalog.ids": broken})
+    short = arrays["catalog.ids"].view(np.uint8)[:-1].copy()
+    with pytest.raises(ValueError, match="disagree"):
+        Catalog.from_arrays(meta, {**arrays, "catalog.ids": short})
