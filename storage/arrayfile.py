@@ -23,6 +23,11 @@ the old file or the new one, whole.  ``read_array_file`` verifies magic,
 version, lengths and the CRC before returning anything; a file that fails is
 an ``ArrayFileError``, never half-trusted.  Arrays it returns are writable and
 share one buffer (no copy per array).
+
+``start_reading_array_file`` reads the body on a helper thread instead: its
+caller may take the arrays at the front of the file (``arrays_named``) as soon as
+their bytes are in, and work on them while the rest is read, but nothing made
+from them may be trusted, or leave the caller, before ``verified`` returns.
 """
 
 from __future__ import annotations
@@ -30,10 +35,10 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -172,41 +177,148 @@ def read_array_meta(path: Path) -> dict[str, Any]:
 
 def read_array_file(path: Path) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
     """The meta and arrays of a file ``write_array_file`` wrote; ArrayFileError if damaged."""
+    reading = start_reading_array_file(path)
     try:
-        with path.open("rb", buffering=0) as f:
-            header, body_len, crc = _read_header(path, f)
-            body = _read_body(path, f, body_len, zlib.crc32(header))
+        return reading.meta, reading.verified()
+    finally:
+        reading.close()
+
+
+def start_reading_array_file(path: Path) -> ArrayFileReading:
+    """Check the header of ``path`` and start reading its body on a helper thread.
+
+    ArrayFileError at once if the file cannot be opened or its header is bad;
+    a damaged body is reported by ``verified``.  The caller must ``close`` it.
+    """
+    try:
+        f = path.open("rb", buffering=0)
     except OSError as exc:
         raise ArrayFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if body.crc != crc:
-        raise ArrayFileError(f"{path}: checksum mismatch")
     try:
+        header, body_len, crc = _read_header(path, f)
         parsed = json.loads(header)
-        arrays = {
-            name: _array_at(body.data, dtype, shape, offset)
-            for name, dtype, shape, offset in parsed["arrays"]
-        }
         meta = parsed["meta"]
+        if not isinstance(meta, dict):
+            raise ArrayFileError(f"{path}: malformed header: meta is not an object")
+        body = np.empty(body_len, dtype=np.uint8)  # not zeroed: a needless pass over every page
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        ends: dict[str, int] = {}
+        for name, dtype, shape, offset in parsed["arrays"]:
+            arrays[name] = _array_at(body, dtype, shape, offset)
+            ends[name] = int(offset) + arrays[name].nbytes
+    except OSError as exc:
+        f.close()
+        raise ArrayFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except (ValueError, TypeError, KeyError) as exc:
+        f.close()
+        if isinstance(exc, ArrayFileError):
+            raise
         raise ArrayFileError(f"{path}: malformed header: {exc}") from None
-    if not isinstance(meta, dict):
-        raise ArrayFileError(f"{path}: malformed header: meta is not an object")
-    return meta, arrays
+    reading = ArrayFileReading(path, meta, arrays, ends)
+    reading._start(f, body, zlib.crc32(header), crc)
+    return reading
 
 
-@dataclass(frozen=True, slots=True)
-class _Body:
-    data: npt.NDArray[np.uint8]
-    crc: int  # of the header, then the body
+class ArrayFileReading:
+    """An array file whose body a helper thread reads (``start_reading_array_file``).
+
+    ``meta`` is known (its header is verified); ``arrays_named`` waits for some
+    arrays' bytes, unverified; ``verified`` waits for all and checks the CRC.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        meta: dict[str, Any],
+        arrays: dict[str, npt.NDArray[Any]],
+        ends: dict[str, int],
+    ) -> None:
+        self.path = path
+        self.meta = meta
+        self._arrays = arrays
+        self._ends = ends
+        self._changed = threading.Condition()
+        self._bytes_read = 0
+        self._finished = False
+        self._error: ArrayFileError | None = None
+        self._crc_matches = False
+        self._cancelled = False
+        self._thread: threading.Thread | None = None
+
+    def _start(self, f: BinaryIO, body: npt.NDArray[np.uint8], crc: int, expected: int) -> None:
+        self._thread = threading.Thread(
+            target=self._read, args=(f, body, crc, expected), name="array-read", daemon=True
+        )
+        self._thread.start()
+
+    def arrays_named(self, prefix: str) -> dict[str, npt.NDArray[Any]]:
+        """The arrays whose names start with ``prefix``, once their bytes are read.
+
+        Not verified yet: what the caller makes of them is to be thrown away
+        unless ``verified`` succeeds.  ArrayFileError if the read failed first.
+        """
+        chosen = {name: a for name, a in self._arrays.items() if name.startswith(prefix)}
+        needed = max((self._ends[name] for name in chosen), default=0)
+        with self._changed:
+            self._changed.wait_for(lambda: self._finished or self._bytes_read >= needed)
+            if self._bytes_read < needed and self._error is not None:
+                raise self._error
+        return chosen
+
+    def verified(self) -> dict[str, npt.NDArray[Any]]:
+        """Every array, once the whole body is read and its CRC matches; else ArrayFileError."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._finished)
+            if self._error is not None:
+                raise self._error
+            if not self._crc_matches:
+                raise ArrayFileError(f"{self.path}: checksum mismatch")
+        return self._arrays
+
+    def close(self) -> None:
+        """Stop reading (if it still runs) and wait for the helper thread."""
+        with self._changed:
+            self._cancelled = True
+        if self._thread is not None:
+            self._thread.join()
+
+    def _read(self, f: BinaryIO, body: npt.NDArray[np.uint8], crc: int, expected: int) -> None:
+        error: ArrayFileError | None = None
+        try:
+            with f:
+                crc = _read_body(self.path, f, body, crc, self._progress)
+        except ArrayFileError as exc:
+            error = exc
+        except OSError as exc:
+            error = ArrayFileError(f"{self.path}: cannot read: {exc.strerror or exc}")
+        with self._changed:
+            self._finished = True
+            self._error = error
+            self._crc_matches = error is None and crc == expected
+            self._changed.notify_all()
+
+    def _progress(self, bytes_read: int) -> bool:
+        """Publish progress; False once the reading is to stop."""
+        with self._changed:
+            self._bytes_read = bytes_read
+            self._changed.notify_all()
+            return not self._cancelled
 
 
-def _read_body(path: Path, f: BinaryIO, body_len: int, crc: int) -> _Body:
-    """Read the body in pieces, each piece's CRC taken on a helper thread while the
-    next one is read: both release the interpreter lock, so a large checkpoint is
-    read and verified in about the time of the slower of the two.  The buffer is
-    not zeroed first (a bytearray would be: a needless pass over every page)."""
-    data = np.empty(body_len, dtype=np.uint8)
+def _read_body(
+    path: Path,
+    f: BinaryIO,
+    data: npt.NDArray[np.uint8],
+    crc: int,
+    progress: Callable[[int], bool],
+) -> int:
+    """Read the body into ``data`` in pieces, each piece's CRC taken on a helper
+    thread while the next one is read: both release the interpreter lock, so a
+    large checkpoint is read and verified in about the time of the slower of the
+    two.  ``progress`` hears how many bytes are in after each piece and stops
+    the read by returning False (an ArrayFileError).  Returns the CRC."""
     view = data.data
+    body_len = data.shape[0]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="array-crc") as crc_thread:
         pending: Future[int] | None = None
         for start in range(0, body_len, READ_PIECE_BYTES):
@@ -217,12 +329,14 @@ def _read_body(path: Path, f: BinaryIO, body_len: int, crc: int) -> _Body:
                 if not n:
                     raise ArrayFileError(f"{path}: the file ended early")
                 got += n
+            if not progress(start + got):
+                raise ArrayFileError(f"{path}: reading was stopped")
             if pending is not None:
                 crc = pending.result()
             pending = crc_thread.submit(zlib.crc32, piece, crc)
         if pending is not None:
             crc = pending.result()
-    return _Body(data, crc)
+    return crc
 
 
 def _array_at(

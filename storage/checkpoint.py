@@ -48,8 +48,9 @@ import numpy.typing as npt
 
 from memoryd.storage.arrayfile import (
     ArrayFileError,
-    read_array_file,
+    ArrayFileReading,
     read_array_meta,
+    start_reading_array_file,
     write_array_file,
 )
 from memoryd.storage.catalog import Catalog
@@ -220,18 +221,29 @@ def load_checkpoint(
     if not path.exists():
         raise CheckpointError("no checkpoint")
     try:
-        meta, arrays = read_array_file(path)
+        reading = start_reading_array_file(path)
     except ArrayFileError as exc:
         raise CheckpointError(str(exc)) from None
     try:
-        return _restore(meta, arrays, data_dir, log, embedder, chunks_dir, restore_vectors, started)
+        return _restore(reading, data_dir, log, embedder, chunks_dir, restore_vectors, started)
+    except CheckpointError:
+        raise
+    except ArrayFileError as exc:
+        raise CheckpointError(str(exc)) from None
     except (KeyError, TypeError, ValueError, IndexError) as exc:
+        # The catalog is made while the file is still read: what broke may be
+        # damage that the CRC has yet to report, and that is the news.
+        try:
+            reading.verified()
+        except ArrayFileError as damaged:
+            raise CheckpointError(str(damaged)) from None
         raise CheckpointError(f"{path}: inconsistent checkpoint: {exc}") from None
+    finally:
+        reading.close()
 
 
 def _restore(
-    meta: dict[str, Any],
-    arrays: dict[str, npt.NDArray[Any]],
+    reading: ArrayFileReading,
     data_dir: Path,
     log: EventLog,
     embedder: Embedder,
@@ -239,7 +251,12 @@ def _restore(
     restore_vectors: RestoreVectors | None,
     started: float,
 ) -> Restored:
+    """The checkpoint being read, restored.  The catalog, and what is made from it
+    alone (the near-duplicate index, the projection), are built from the front
+    of the file while the helper thread reads the indexes behind it (at 1M
+    frames that hides most of the read); nothing leaves before the CRC holds."""
     path = checkpoint_path(data_dir)
+    meta = reading.meta
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {meta.get('format')}, not ours")
     if meta["model_id"] != embedder.model_id:
@@ -256,7 +273,21 @@ def _restore(
     # repair or a restore) move them, even when the checkpoint's own record stays put.
     if meta["log_prefix"] != _log_prefix(data_dir, resume_at):
         raise CheckpointError(f"{path}: the log's segments before seq {built_seq} have changed")
-    catalog = Catalog.from_arrays(meta["catalog"], arrays)
+    catalog = Catalog.from_arrays(meta["catalog"], reading.arrays_named("catalog."))
+    derived = DerivedState(chunks_dir, catalog=catalog, built_seq=built_seq, resume_at=resume_at)
+    counters = meta["counters"]
+    derived.chunks_written = int(counters["chunks_written"])
+    derived.chunk_bytes_stored = int(counters["chunk_bytes_stored"])
+    derived.chunk_bytes_raw = int(counters["chunk_bytes_raw"])
+    derived.frames_built = int(counters["frames_built"])
+    derived.unbuildable_total = int(counters["unbuildable_total"])
+    derived.unbuildable = [
+        Unbuildable(int(seq), str(reason), None if where is None else RecordLocation(*where))
+        for seq, reason, where in meta["unbuildable"]
+    ]
+    _restore_near_duplicates(derived)
+    projection = _projection_of(derived)
+    arrays = reading.verified()
     index = SearchIndex(
         embedder,
         inverted=InvertedIndex.from_arrays(meta["keyword"], arrays),
@@ -270,20 +301,7 @@ def _restore(
         rows = restore_vectors(withheld)
         if rows is not None:
             _put_back_vectors(index.vectors, withheld, rows)
-    derived = DerivedState(chunks_dir, catalog=catalog, built_seq=built_seq, resume_at=resume_at)
     derived.indexes.append(SearchFrames(index))
-    counters = meta["counters"]
-    derived.chunks_written = int(counters["chunks_written"])
-    derived.chunk_bytes_stored = int(counters["chunk_bytes_stored"])
-    derived.chunk_bytes_raw = int(counters["chunk_bytes_raw"])
-    derived.frames_built = int(counters["frames_built"])
-    derived.unbuildable_total = int(counters["unbuildable_total"])
-    derived.unbuildable = [
-        Unbuildable(int(seq), str(reason), None if where is None else RecordLocation(*where))
-        for seq, reason, where in meta["unbuildable"]
-    ]
-    _restore_near_duplicates(derived)
-    projection = _projection_of(derived)
     info = CheckpointInfo(
         built_seq, path, path.stat().st_size, int(meta["written_ms"]), time.monotonic() - started
     )

@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 
 from memoryd.daemon.important_op import top_page
 from memoryd.storage import FileLog
+from memoryd.storage import arrayfile as arrayfile_module
 from memoryd.storage.arrayfile import (
     ArrayFileError,
     WriteCancelledError,
     array_to_strings,
     read_array_file,
+    start_reading_array_file,
     strings_to_array,
     write_array_file,
 )
@@ -85,6 +87,60 @@ def test_array_file_refuses_objects_and_cancels_cleanly(tmp_path: Path) -> None:
         write_array_file(path, {"v": 2}, {"a": np.arange(3)}, cancelled=lambda: True)
     assert read_array_file(path)[0] == {"v": 1}  # the old file stands
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_reading_in_the_background_gives_the_front_early_and_verifies_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(arrayfile_module, "READ_PIECE_BYTES", 4096)  # many pieces
+    arrays = {
+        "front.a": np.arange(3000, dtype=np.int64),
+        "front.b": np.arange(5, dtype=np.uint8),
+        "back": np.arange(200_000, dtype=np.int32),
+    }
+    path = tmp_path / "f"
+    write_array_file(path, {"m": 1}, arrays)
+    reading = start_reading_array_file(path)
+    try:
+        assert reading.meta == {"m": 1}
+        front = reading.arrays_named("front.")
+        assert sorted(front) == ["front.a", "front.b"]
+        assert np.array_equal(front["front.a"], arrays["front.a"])
+        every = reading.verified()
+        assert all(np.array_equal(every[name], a) for name, a in arrays.items())
+    finally:
+        reading.close()
+
+    data = bytearray(path.read_bytes())
+    data[-7] ^= 0x10  # damage far behind the front
+    path.write_bytes(bytes(data))
+    reading = start_reading_array_file(path)
+    try:
+        # The front reads fine; only verification tells, and it must.
+        assert np.array_equal(reading.arrays_named("front.")["front.a"], arrays["front.a"])
+        with pytest.raises(ArrayFileError, match="checksum"):
+            reading.verified()
+    finally:
+        reading.close()
+
+    path.write_bytes(bytes(data[: len(data) // 2]))  # shorter than its header says
+    with pytest.raises(ArrayFileError, match="lengths"):
+        start_reading_array_file(path)
+
+
+def test_a_reading_closed_early_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(arrayfile_module, "READ_PIECE_BYTES", 4096)
+    path = tmp_path / "f"
+    write_array_file(path, {}, {"a": np.arange(1_000_000, dtype=np.int64)})
+    reading = start_reading_array_file(path)
+    reading.close()  # returns only once the helper thread is gone
+    assert reading._thread is not None and not reading._thread.is_alive()
+    try:
+        got = reading.verified()
+    except ArrayFileError as exc:  # stopped part way, as it nearly always is
+        assert "stopped" in str(exc)
+    else:  # it had finished first: then whole and verified, never half-read
+        assert np.array_equal(got["a"], np.arange(1_000_000, dtype=np.int64))
 
 
 def _log_with_frames(
