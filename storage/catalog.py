@@ -106,6 +106,8 @@ class NewDocs:
     fact_kind: npt.ArrayLike  # ints
     significance: npt.ArrayLike  # six floats each, SIGNIFICANCE_DIMENSIONS order
     simhash: npt.ArrayLike  # uint64
+    # When each frame expires (None: never); empty when none of them does.
+    expires_at_ms: Sequence[int | None] = ()
 
 
 class Catalog:
@@ -131,6 +133,9 @@ class Catalog:
         self.fact_kind = _Column(np.uint8)
         self.simhash = _Column(np.uint64)
         self.significance = {name: _Column(np.float32) for name in SIGNIFICANCE_DIMENSIONS}
+        # Expiry time by doc, for the few frames put with a time-to-live (dead docs
+        # stay: only live ones are written to a checkpoint).
+        self.expires_at_ms: dict[int, int] = {}
         self.deleted = 0
 
     def __len__(self) -> int:
@@ -155,6 +160,7 @@ class Catalog:
         fact_kind: int = 0,
         significance: Sequence[float] | None = None,
         simhash: int = 0,
+        expires_at_ms: int | None = None,
     ) -> int:
         """Give a new frame the next doc number and record its attributes.
 
@@ -183,6 +189,8 @@ class Catalog:
         scores = significance if significance is not None else (0.0,) * len(self.significance)
         for column, score in zip(self.significance.values(), scores, strict=True):
             column.append(score)
+        if expires_at_ms is not None:
+            self.expires_at_ms[doc] = expires_at_ms
         return doc
 
     def add_batch(self, docs: NewDocs) -> range:
@@ -216,6 +224,10 @@ class Catalog:
         )
         for i, column in enumerate(self.significance.values()):
             column.extend(scores[:, i])
+        if docs.expires_at_ms:  # empty when none expires
+            for doc, expires in zip(numbers, docs.expires_at_ms, strict=True):
+                if expires is not None:
+                    self.expires_at_ms[doc] = expires
         return numbers
 
     def _kind_code(self, kind: str) -> int:
@@ -293,6 +305,12 @@ class Catalog:
         arrays["catalog.ids"] = ids
         arrays["catalog.tag_counts"] = tag_counts
         arrays["catalog.tag_docs"] = tag_docs
+        alive = self.alive.view()
+        expiring = sorted(doc for doc in self.expires_at_ms if alive[doc])
+        arrays["catalog.expiring_docs"] = np.array(expiring, dtype=np.int64)
+        arrays["catalog.expiring_at_ms"] = np.array(
+            [self.expires_at_ms[doc] for doc in expiring], dtype=np.int64
+        )
         meta = {
             "docs": len(self.ids),
             "id_chars": width,
@@ -319,6 +337,12 @@ class Catalog:
         catalog.kinds = {kind: i for i, kind in enumerate(catalog.kind_names)}
         alive = catalog.alive.view()
         catalog.doc_of = {catalog.ids[d]: d for d in np.flatnonzero(alive).tolist()}
+        expiring = arrays["catalog.expiring_docs"].tolist()
+        if expiring and not (min(expiring) >= 0 and max(expiring) < n):
+            raise ValueError("catalog expiry names docs it does not hold")
+        catalog.expires_at_ms = dict(
+            zip(expiring, arrays["catalog.expiring_at_ms"].tolist(), strict=True)
+        )
         counts = arrays["catalog.tag_counts"]
         ends = np.cumsum(counts).tolist()
         docs = arrays["catalog.tag_docs"].tolist()
@@ -354,7 +378,8 @@ class Catalog:
     def memory_bytes(self) -> int:
         per_id = 49 + 32 + 2 * 100  # str object + hex chars + two dict entries, roughly
         tags = sum(len(docs) for docs in self._tag_docs.values()) * 8
-        return sum(c.nbytes() for c in self._columns()) + len(self.ids) * per_id + tags
+        expiry = len(self.expires_at_ms) * 100  # a dict entry of two ints
+        return sum(c.nbytes() for c in self._columns()) + len(self.ids) * per_id + tags + expiry
 
     def _check(self) -> None:
         size = len(self.ids)
@@ -363,6 +388,7 @@ class Catalog:
         assert int(np.count_nonzero(~self.alive.view())) == self.deleted
         for frame_id, doc in self.doc_of.items():
             assert self.ids[doc] == frame_id and bool(self.alive.view()[doc])
+        assert all(0 <= doc < size for doc in self.expires_at_ms)
 
 
 def _split_ids(packed: npt.NDArray[Any], n: int, width: int) -> list[str]:

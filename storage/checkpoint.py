@@ -56,11 +56,13 @@ from memoryd.storage.arrayfile import (
 from memoryd.storage.catalog import Catalog
 from memoryd.storage.derived import DerivedState, SearchFrames, Unbuildable
 from memoryd.storage.errors import LogCorruptionError
+from memoryd.storage.events import decode_block_update
 from memoryd.storage.frame_table import FrameTable
 from memoryd.storage.fsio import fsync_dir
 from memoryd.storage.layout import LOG_DIR_NAME
 from memoryd.storage.log import EventLog, RecordLocation
 from memoryd.storage.projection import Projection, UnreadableRecord
+from memoryd.storage.record import RecordType
 from memoryd.storage.recovery import TrustedPrefix
 from memoryd.storage.search import Embedder, SearchIndex
 from memoryd.storage.search.columns import DocColumns
@@ -71,7 +73,7 @@ from memoryd.storage.segment import list_segments, segment_path
 
 CHECKPOINT_DIR_NAME = "checkpoint"
 CHECKPOINT_FILE_NAME = "derived.ckpt"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: core block records and frame expiry
 _CRC_BLOCK_BYTES = 1 << 20  # read 1 MiB at a time to checksum the log prefix
 
 # Rows to put back for withheld docs, or None to leave them without a vector.
@@ -174,6 +176,7 @@ def capture(
         },
         "unbuildable": unbuildable,
         "near_docs_max": derived.near.docs_max,
+        "block_records": [[seq, *location] for seq, location in derived.block_records],
     }
     return Snapshot(
         derived.built_seq, derived.resume_at, meta, arrays, list(derived.unsynced_chunks)
@@ -285,9 +288,14 @@ def _restore(
         Unbuildable(int(seq), str(reason), None if where is None else RecordLocation(*where))
         for seq, reason, where in meta["unbuildable"]
     ]
+    derived.block_records = [
+        (int(seq), RecordLocation(int(segment), int(offset), int(length)))
+        for seq, segment, offset, length in meta["block_records"]
+    ]
     _restore_near_duplicates(derived)
     projection = _projection_of(derived)
     arrays = reading.verified()
+    _fold_blocks(projection, derived.block_records, log, path)
     index = SearchIndex(
         embedder,
         inverted=InvertedIndex.from_arrays(meta["keyword"], arrays),
@@ -353,12 +361,36 @@ def _projection_of(derived: DerivedState) -> Projection:
         row_of=catalog.doc_of if all_live else None,
     )
     projection = Projection(table=table, last_seq=derived.built_seq)
+    alive = catalog.alive.view()
+    for doc, expires_at_ms in catalog.expires_at_ms.items():
+        if alive[doc]:
+            projection.expiry.add(ids[doc], expires_at_ms)
     projection.unreadable = [
         UnreadableRecord(u.seq, u.location, u.reason)
         for u in derived.unbuildable
         if u.location is not None
     ]
     return projection
+
+
+def _fold_blocks(
+    projection: Projection,
+    records: list[tuple[int, RecordLocation]],
+    log: EventLog,
+    path: Path,
+) -> None:
+    """Fold the BLOCK_UPDATE records the checkpoint lists into ``projection``'s blocks,
+    read back from the log (which the checkpoint has vouched for)."""
+    for seq, location in records:
+        try:
+            record = log.read_at(location)
+        except (LogCorruptionError, OSError) as exc:
+            raise CheckpointError(f"{path}: block record {seq} cannot be read: {exc}") from None
+        if record.seq != seq or record.record_type != RecordType.BLOCK_UPDATE:
+            raise CheckpointError(f"{path}: block record {seq} is not where it says")
+        projection.apply_block(
+            decode_block_update(record.payload), seq, record.timestamp_ms, location
+        )
 
 
 def _log_prefix(data_dir: Path, resume_at: RecordLocation | None) -> list[list[int]]:

@@ -260,6 +260,9 @@ class DerivedState:
     )
     # Chunk files written since the last checkpoint: it fsyncs them before it refers to them.
     unsynced_chunks: list[Path] = field(default_factory=list)
+    # (seq, location) of every BLOCK_UPDATE built: a checkpoint lists them, and a start
+    # from it folds those records again (blocks are few; their history is needed whole).
+    block_records: list[tuple[int, RecordLocation]] = field(default_factory=list)
 
     def build(self, entries: Sequence[LogEntry]) -> BuildStep:
         """Fold ``entries`` (consecutive, in log order) and store their chunk."""
@@ -344,6 +347,9 @@ class DerivedState:
         for doc in removed:
             for index in self.indexes:
                 index.remove_doc(doc)
+        for entry in prepared.entries:
+            if entry.record.record_type == RecordType.BLOCK_UPDATE:
+                self.block_records.append((entry.record.seq, entry.location))
         if prepared.entries:
             last = prepared.entries[-1]
             self.built_seq = last.record.seq
@@ -505,6 +511,7 @@ class DerivedState:
             fact_kind=fact_kind,
             significance=scores,
             simhash=simhash,
+            expires_at_ms=frame.expires_at_ms,
         )
         if simhash:
             self.near.add(doc, simhash)
@@ -531,6 +538,7 @@ class DerivedState:
                 fact_kind=rows.fact_kinds,
                 significance=rows.scores,
                 simhash=rows.simhashes,
+                expires_at_ms=[frame.expires_at_ms for frame in frames],
             )
         )
         self.frames_built += len(puts)

@@ -217,24 +217,40 @@ def test_expired_frames_leave_every_query_at_once(client: Client) -> None:
     assert client.stats()["frames_expired"] == 0
 
 
-def test_expiry_survives_a_restart(tmp_path: Path, socket_dir: Path) -> None:
+@pytest.mark.parametrize("stop", ["kill", "terminate"])
+def test_expiry_survives_a_restart(tmp_path: Path, socket_dir: Path, stop: str) -> None:
+    # kill -9: the start replays the log; a clean stop: it restores the checkpoint
+    # written at the stop, which must carry every frame's expiry.
     sock = socket_dir / "memoryd.sock"
     first = DaemonProcess(tmp_path / "data", sock).start()
     try:
         with Client(sock) as memory:
+            memory.put("a frame that never expires")
             later = int(time.time() * 1000) + 3_600_000
             put = memory.put("expires in an hour", expires_at_ms=later)
-            soon = memory.put("expires at once", ttl_s=1)
+            soon = memory.put("expires soon", ttl_s=2)
     finally:
-        first.kill()
-    time.sleep(1.1)
+        if stop == "kill":
+            first.kill()
+        else:
+            assert first.terminate() == 0
     second = DaemonProcess(tmp_path / "data", sock).start()
     try:
         with Client(sock) as memory:
+            replayed = memory.stats()["start_replayed_records"]
+            assert replayed == (3 if stop == "kill" else 0)
             assert memory.get(put.id).expires_at_ms == later
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    memory.get(soon.id)
+                except NotFoundError:
+                    break
+                time.sleep(0.1)
             with pytest.raises(NotFoundError):
                 memory.get(soon.id)
             assert memory.stats()["frames_expired"] == 1
+            assert soon.id not in [f.id for f in memory.recent().frames]
     finally:
         assert second.terminate() == 0
 

@@ -182,11 +182,16 @@ async def test_concurrent_appends_all_land_in_order_and_never_pass_the_limit(
         assert block.version == 9
 
 
-def test_blocks_survive_a_restart_and_a_kill(tmp_path: Path, socket_dir: Path) -> None:
+@pytest.mark.parametrize("frames", [0, 3])
+def test_blocks_survive_a_restart_and_a_kill(tmp_path: Path, socket_dir: Path, frames: int) -> None:
+    # The clean stop writes a checkpoint and the next start restores it: blocks
+    # must come back from it, beside frames or without any.
     sock = socket_dir / "memoryd.sock"
     first = DaemonProcess(tmp_path / "data", sock).start()
     try:
         with Client(sock) as memory:
+            for n in range(frames):
+                memory.put(f"frame {n} beside the blocks")
             memory.block_set("persona", "steady", label="p", chars_limit=50, read_only=True)
             memory.block_set("human", "Ann")
             memory.block_append("human", "likes tea")
@@ -198,6 +203,7 @@ def test_blocks_survive_a_restart_and_a_kill(tmp_path: Path, socket_dir: Path) -
     second = DaemonProcess(tmp_path / "data", sock).start()
     try:
         with Client(sock) as memory:
+            assert memory.stats()["start_replayed_records"] == 0  # from the checkpoint
             assert memory.block_get("persona") == before
             with pytest.raises(NotFoundError):
                 memory.block_get("human")
