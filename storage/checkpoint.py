@@ -5,10 +5,12 @@ atomically) at ``<data_dir>/checkpoint/derived.ckpt`` holding, as of one
 sequence number ``built_seq``:
 
 - the catalog (doc numbers, ids, filter columns, significance, fact kinds,
-  SimHashes, record locations, tags);
+  SimHashes, record locations, tags, and each live frame's expiry time);
 - the search index: the keyword index (vocabulary, df, lengths, liveness,
   posting segments), the vectors (int8 rows, scales, folded rows) and the
   ranking columns;
+- the location of every BLOCK_UPDATE record up to ``built_seq`` (core blocks are
+  few, and their whole history is kept: a start reads those records back);
 - the builder's counters and where its next read resumes (``resume_at``), with
   the SHA-256 of the record at ``built_seq`` (the log's hash chain), so that a
   checkpoint that does not belong to this log is never trusted, and the
@@ -18,7 +20,8 @@ sequence number ``built_seq``:
 
 What a start restores from it (``load_checkpoint``): DerivedState at
 ``built_seq`` and a Projection whose frame table holds the catalog's live
-frames; the caller then replays the log after ``built_seq`` into the
+frames, whose expiry index holds their times to live, and whose blocks are
+the listed block records folded again; the caller then replays the log after ``built_seq`` into the
 projection and lets the builder continue from ``resume_at``.  Any mismatch
 (damage, another format or embedder, a log that does not hold the same
 record at ``built_seq``) raises CheckpointError: the caller reports it and
