@@ -157,6 +157,11 @@ def capture(
             vectors[name][withheld_docs] = 0
     arrays.update(vectors)
     arrays["vectors.withheld"] = withheld_docs
+    # (seq, segment, offset, length) of each block record: an array, since blocks
+    # may change often, and a header holds only names and shapes.
+    arrays["blocks.records"] = np.array(
+        [(seq, *location) for seq, location in derived.block_records], dtype=np.int64
+    ).reshape(-1, 4)
     unbuildable = [
         [u.seq, u.reason, None if u.location is None else list(u.location)]
         for u in derived.unbuildable
@@ -179,7 +184,6 @@ def capture(
         },
         "unbuildable": unbuildable,
         "near_docs_max": derived.near.docs_max,
-        "block_records": [[seq, *location] for seq, location in derived.block_records],
     }
     return Snapshot(
         derived.built_seq, derived.resume_at, meta, arrays, list(derived.unsynced_chunks)
@@ -291,13 +295,13 @@ def _restore(
         Unbuildable(int(seq), str(reason), None if where is None else RecordLocation(*where))
         for seq, reason, where in meta["unbuildable"]
     ]
-    derived.block_records = [
-        (int(seq), RecordLocation(int(segment), int(offset), int(length)))
-        for seq, segment, offset, length in meta["block_records"]
-    ]
     _restore_near_duplicates(derived)
     projection = _projection_of(derived)
     arrays = reading.verified()
+    derived.block_records = [
+        (seq, RecordLocation(segment, offset, length))
+        for seq, segment, offset, length in arrays["blocks.records"].reshape(-1, 4).tolist()
+    ]
     _fold_blocks(projection, derived.block_records, log, path)
     index = SearchIndex(
         embedder,
