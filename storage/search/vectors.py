@@ -245,6 +245,8 @@ class VectorIndex:
 
     def _products(self, q8: IntArray, docs: IntArray) -> FloatArray:
         """Inner products of the int8 query ``q8`` (1 x dim) with the rows of ``docs``."""
+        if docs.shape[0] == 0:  # simsimd refuses an empty set of rows
+            return np.empty(0, dtype=np.float32)
         products = simsimd.cdist(q8, self._rows[docs], metric="dot", out_dtype="float32")
         out: FloatArray = np.asarray(products).reshape(-1)
         out *= self._scale[docs]

@@ -116,6 +116,7 @@ def test_started_search_rescoring_in_halves_matches_one_thread(
     monkeypatch.setattr(vectors_module, "rescore_part_rows_min", 100)
     started = [index.start_search(q, 10) for q in queries]  # several in flight at once
     assert [finish().docs.tolist() for finish in started] == whole
+    assert index._rescored(np.empty(0, np.int64), queries[0], 10).docs.size == 0
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
