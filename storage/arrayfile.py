@@ -206,13 +206,14 @@ def start_reading_array_file(path: Path) -> ArrayFileReading:
         for name, dtype, shape, offset in parsed["arrays"]:
             arrays[name] = _array_at(body, dtype, shape, offset)
             ends[name] = int(offset) + arrays[name].nbytes
+    except ArrayFileError:
+        f.close()
+        raise
     except OSError as exc:
         f.close()
         raise ArrayFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except (ValueError, TypeError, KeyError) as exc:
         f.close()
-        if isinstance(exc, ArrayFileError):
-            raise
         raise ArrayFileError(f"{path}: malformed header: {exc}") from None
     reading = ArrayFileReading(path, meta, arrays, ends)
     reading._start(f, body, zlib.crc32(header), crc)

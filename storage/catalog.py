@@ -133,8 +133,7 @@ class Catalog:
         self.fact_kind = _Column(np.uint8)
         self.simhash = _Column(np.uint64)
         self.significance = {name: _Column(np.float32) for name in SIGNIFICANCE_DIMENSIONS}
-        # Expiry time by doc, for the few frames put with a time-to-live (dead docs
-        # stay: only live ones are written to a checkpoint).
+        # Expiry time by live doc, for the few frames put with a time-to-live.
         self.expires_at_ms: dict[int, int] = {}
         self.deleted = 0
 
@@ -243,6 +242,7 @@ class Catalog:
         if doc is not None:
             self.alive.set(doc, False)
             self.deleted += 1
+            self.expires_at_ms.pop(doc, None)
         return doc
 
     def mask(self, filters: Filters) -> BoolArray:
@@ -305,8 +305,7 @@ class Catalog:
         arrays["catalog.ids"] = ids
         arrays["catalog.tag_counts"] = tag_counts
         arrays["catalog.tag_docs"] = tag_docs
-        alive = self.alive.view()
-        expiring = sorted(doc for doc in self.expires_at_ms if alive[doc])
+        expiring = sorted(self.expires_at_ms)
         arrays["catalog.expiring_docs"] = np.array(expiring, dtype=np.int64)
         arrays["catalog.expiring_at_ms"] = np.array(
             [self.expires_at_ms[doc] for doc in expiring], dtype=np.int64
@@ -338,8 +337,8 @@ class Catalog:
         alive = catalog.alive.view()
         catalog.doc_of = {catalog.ids[d]: d for d in np.flatnonzero(alive).tolist()}
         expiring = arrays["catalog.expiring_docs"].tolist()
-        if expiring and not (min(expiring) >= 0 and max(expiring) < n):
-            raise ValueError("catalog expiry names docs it does not hold")
+        if not all(0 <= doc < n and alive[doc] for doc in expiring):
+            raise ValueError("catalog expiry names docs it does not hold live")
         catalog.expires_at_ms = dict(
             zip(expiring, arrays["catalog.expiring_at_ms"].tolist(), strict=True)
         )
@@ -388,7 +387,7 @@ class Catalog:
         assert int(np.count_nonzero(~self.alive.view())) == self.deleted
         for frame_id, doc in self.doc_of.items():
             assert self.ids[doc] == frame_id and bool(self.alive.view()[doc])
-        assert all(0 <= doc < size for doc in self.expires_at_ms)
+        assert all(0 <= doc < size and self.alive.view()[doc] for doc in self.expires_at_ms)
 
 
 def _split_ids(packed: npt.NDArray[Any], n: int, width: int) -> list[str]:

@@ -21,8 +21,9 @@ sequence number ``built_seq``:
 What a start restores from it (``load_checkpoint``): DerivedState at
 ``built_seq`` and a Projection whose frame table holds the catalog's live
 frames, whose expiry index holds their times to live, and whose blocks are
-the listed block records folded again; the caller then replays the log after ``built_seq`` into the
-projection and lets the builder continue from ``resume_at``.  Any mismatch
+the listed block records folded again; the caller then replays the log after
+``built_seq`` into the projection and lets the builder continue from
+``resume_at``.  Any mismatch
 (damage, another format or embedder, a log that does not hold the same
 record at ``built_seq``) raises CheckpointError: the caller reports it and
 rebuilds from the log.
@@ -368,10 +369,8 @@ def _projection_of(derived: DerivedState) -> Projection:
         row_of=catalog.doc_of if all_live else None,
     )
     projection = Projection(table=table, last_seq=derived.built_seq)
-    alive = catalog.alive.view()
     for doc, expires_at_ms in catalog.expires_at_ms.items():
-        if alive[doc]:
-            projection.expiry.add(ids[doc], expires_at_ms)
+        projection.expiry.add(ids[doc], expires_at_ms)
     projection.unreadable = [
         UnreadableRecord(u.seq, u.location, u.reason)
         for u in derived.unbuildable

@@ -83,6 +83,15 @@ def _pick(values: list[Any], positions: npt.NDArray[np.int64]) -> list[Any]:
     return list(operator.itemgetter(*positions.tolist())(values))
 
 
+def _code_of(name: str, codes: dict[str, int], names: list[str]) -> int:
+    """``name``'s code, the next one (recorded in ``codes`` and ``names``) if new."""
+    code = codes.get(name)
+    if code is None:
+        code = codes[name] = len(names)
+        names.append(name)
+    return code
+
+
 def _maps_positions(row_of: dict[str, int], ids: list[str]) -> bool:
     """Whether ``row_of`` looks like ``{ids[i]: i}``: same size, and right at a few
     spread positions (a full check would cost what building it does)."""
@@ -328,14 +337,8 @@ class FrameTable:
             raise ValueError(f"put of seq {seq} after seq {seqs[-1]}")
         assert 0 < seq < SEQ_SPACE, seq
         assert 0 <= timestamp_ms <= TIMESTAMP_MS_MAX, timestamp_ms
-        ns_code = self._namespace_codes.get(namespace)
-        if ns_code is None:
-            ns_code = self._namespace_codes[namespace] = len(self._namespace_names)
-            self._namespace_names.append(namespace)
-        kind_code = self._kind_codes.get(kind)
-        if kind_code is None:
-            kind_code = self._kind_codes[kind] = len(self._kind_names)
-            self._kind_names.append(kind)
+        ns_code = _code_of(namespace, self._namespace_codes, self._namespace_names)
+        kind_code = _code_of(kind, self._kind_codes, self._kind_names)
         row_of[frame_id] = len(self._ids)
         self._ids.append(frame_id)
         seqs.append(seq)

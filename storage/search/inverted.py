@@ -594,11 +594,11 @@ class InvertedIndex:
         array over just the docs they hold; many, into one over every doc (no
         sort).  Both add in the same order, so they give the same sums to the bit.
         """
-        postings = sum(docs.shape[0] for docs, _ in per_term)
         if len(per_term) == 1:
             docs, scores = per_term[0]
             order = np.argsort(docs, kind="stable")
             return docs[order].astype(np.int64), scores[order].astype(np.float32)
+        postings = sum(docs.shape[0] for docs, _ in per_term)
         if postings * sparse_accumulate_ratio < self._doc_end:
             held = np.unique(np.concatenate([docs for docs, _ in per_term]).astype(np.int64))
             sums = np.zeros(held.shape[0], dtype=np.float32)

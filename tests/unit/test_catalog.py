@@ -88,13 +88,15 @@ def test_restored_ids_round_trip_and_damage_is_refused() -> None:
     catalog = Catalog()
     ids = [f"{i:032x}" for i in (7, 2**100, 3, 2**127 + 5)]
     for seq, fid in enumerate(ids, start=1):
-        catalog.add(fid, seq, 100 * seq, 0.5, "ns", "fact", [])
+        catalog.add(fid, seq, 100 * seq, 0.5, "ns", "fact", [], expires_at_ms=10_000 + seq)
     catalog.remove(ids[1])
+    assert catalog.expires_at_ms == {0: 10_001, 2: 10_003, 3: 10_004}  # dead docs drop out
     meta, arrays = catalog.to_arrays()
     restored = Catalog.from_arrays(meta, arrays)
     restored._check()
     assert restored.ids == ids
     assert restored.doc_of == {ids[0]: 0, ids[2]: 2, ids[3]: 3}
+    assert restored.expires_at_ms == catalog.expires_at_ms
     assert Catalog.from_arrays(*Catalog().to_arrays()).ids == []
 
     broken = arrays["catalog.ids"].copy()
