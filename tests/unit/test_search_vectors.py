@@ -143,3 +143,28 @@ def test_rejects_bad_input() -> None:
         index.add_batch([0], np.eye(4, dtype=np.float32)[:1])
     with pytest.raises(ValueError):
         index.search(np.zeros(3, np.float32), 1)
+
+
+@pytest.mark.parametrize(
+    "layout", ["random", "ties", "mostly_disallowed", "sample_skewed_high", "ascending"]
+)
+def test_largest_selects_exactly_the_top_scores(layout: str) -> None:
+    # The coarse pass keeps the positions _largest picks: whatever the sample says,
+    # the values picked must be the ``want`` largest (ties split as argpartition does).
+    rng = np.random.default_rng(11)
+    n, want = 200_000, 4000
+    scores = rng.standard_normal(n).astype(np.float32)
+    if layout == "ties":
+        scores = np.round(scores * 4).astype(np.float32)  # ~30 distinct values
+    elif layout == "mostly_disallowed":
+        scores[rng.random(n) < 0.99] = -np.inf
+    elif layout == "sample_skewed_high":
+        # Every sampled position scores high: the cut estimated from the sample sits
+        # above the true one and fewer than want reach it (the fallback path).
+        scores[:: vectors_module.select_sample_stride] += 100
+    elif layout == "ascending":
+        scores = np.arange(n, dtype=np.float32)
+    picked = vectors_module._largest(scores, want)
+    assert picked.shape == (want,)
+    assert np.unique(picked).shape == (want,)
+    assert np.array_equal(np.sort(scores[picked]), np.sort(scores)[n - want :])
