@@ -25,6 +25,11 @@ chunk at a time (``_step_private``: opened and blinded on its thread).
 Once it has caught up after building at least ``HEAP_TRIM_FRAMES`` frames, it
 gives the heap's free pages back to the system (daemon/heap.py) on its thread.
 
+Once it has been idle for ``merge_idle_s`` with more than two keyword segments
+(each query term costs a lookup per segment), it merges them down to one or two
+(``InvertedIndex.start_merge``) on a thread of its own, building on meanwhile,
+and swaps the result in between two steps.
+
 It never dies silently: a failed step is logged, counted, shown in ``stats``
 and retried with a back-off; ``progressing`` tells health checks whether it
 keeps up.
@@ -45,11 +50,13 @@ from memoryd.daemon import heap
 from memoryd.daemon.build_policy import BuildPolicy
 from memoryd.storage import EventLog, LogEntry, RecordLocation
 from memoryd.storage.derived import BuildStep, DerivedState, Prepared, PreparedPrivate
+from memoryd.storage.search.inverted import InvertedIndex, SegmentMerge
 
 log = logging.getLogger("memoryd.builder")
 
 RETRY_DELAY_S_MAX = 5.0
 HEAP_TRIM_FRAMES = 10_000  # frames built between two returns of free heap memory
+MERGE_IDLE_S = 1.0  # idle this long before the keyword index's segments are merged
 
 
 class Builder:
@@ -61,11 +68,21 @@ class Builder:
         derived: DerivedState,
         policy: BuildPolicy,
         on_built: Callable[[BuildStep], None] | None = None,
+        keyword: InvertedIndex | None = None,
     ) -> None:
         self._log = event_log
         self.derived = derived
         # Told what each step changed (search caches drop what it makes stale).
         self.on_built = on_built
+        # The keyword index whose segments it merges when idle (None: no merges), and
+        # who is told after a merge (it may drop deleted docs' postings, moving BM25).
+        self.keyword = keyword
+        self.on_merged: Callable[[], None] | None = None
+        self.merge_idle_s = MERGE_IDLE_S
+        self._merge: SegmentMerge | None = None
+        self._merge_future: asyncio.Future[None] | None = None
+        self._merge_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memoryd-merge")
+        self.merges = 0
         self._policy = policy
         self._committed_seq = event_log.last_seq
         self._wake = asyncio.Event()
@@ -145,6 +162,8 @@ class Builder:
     async def run(self) -> None:
         retry_delay_s = 0.05
         while True:
+            if self._merge_future is not None and self._merge_future.done():
+                await self._finish_merge()
             lag = self.lag
             private_work = lag == 0 and not self._stopping and self._private_work()
             if lag == 0 and not private_work:
@@ -154,6 +173,11 @@ class Builder:
                     await self._trim_heap()
                     continue  # commits may have come in meanwhile
                 self._wake.clear()
+                if self._merge_wanted():
+                    if await self._idle_for(self.merge_idle_s):
+                        async with self.step_lock:
+                            self._start_merge()
+                    continue
                 await self._wake.wait()
                 continue
             if not private_work:
@@ -180,6 +204,48 @@ class Builder:
         if await loop.run_in_executor(self._executor, heap.trim):
             self.heap_trims += 1
             log.debug("free heap memory returned in %.1f ms", (time.monotonic() - started) * 1e3)
+
+    async def _idle_for(self, seconds: float) -> bool:
+        """True once ``seconds`` pass without a wake-up (new commits, a merge done)."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            return True
+        return False
+
+    def _merge_wanted(self) -> bool:
+        keyword = self.keyword
+        return keyword is not None and self._merge_future is None and keyword.segment_count > 2
+
+    def _start_merge(self) -> None:
+        """Begin a merge of the keyword segments (sealing the tail: a change of
+        derived state, so the caller holds ``step_lock``) on the merge thread."""
+        assert self.keyword is not None
+        merge = self.keyword.start_merge()
+        if merge is None:
+            return
+        self._merge = merge
+        future = asyncio.get_running_loop().run_in_executor(self._merge_executor, merge.run)
+        future.add_done_callback(lambda _done: self._wake.set())
+        self._merge_future = future
+
+    async def _finish_merge(self) -> None:
+        """Swap a finished merge in between two steps (or drop a failed one)."""
+        future, merge = self._merge_future, self._merge
+        self._merge_future = self._merge = None
+        assert future is not None and merge is not None and self.keyword is not None
+        if future.cancelled() or future.exception() is not None:
+            # The segments it read are untouched: searches go on as before.
+            if not future.cancelled():
+                log.error("keyword segment merge failed: %r", future.exception())
+            self.keyword.finish_merge(merge)  # releases the merge; changes nothing
+            return
+        async with self.step_lock:
+            if self.keyword.finish_merge(merge):
+                self.merges += 1
+                if self.on_merged is not None:
+                    self.on_merged()
 
     async def _gather(self, lag: int) -> None:
         """Wait briefly for more records to share this chunk, as the policy says."""
@@ -274,6 +340,7 @@ class Builder:
     def close(self) -> None:
         """Release the builder thread (after ``run`` has returned or been cancelled)."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._merge_executor.shutdown(wait=True, cancel_futures=True)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -281,6 +348,8 @@ class Builder:
             "builder_steps": self.steps,
             "builder_yields": self.yields,
             "builder_heap_trims": self.heap_trims,
+            "keyword_segments": 0 if self.keyword is None else self.keyword.segment_count,
+            "keyword_merges": self.merges,
             "builder_failures": self.failures,
             "builder_last_error": self.last_error,
             "builder_progressing": self.progressing,

@@ -1,9 +1,10 @@
 """The checkpointer: saves derived state now and then, and once more at a clean stop.
 
 Every ``interval_s``, when the builder has built something since the last
-checkpoint, it takes the builder's step lock just long enough to capture a
-snapshot (views of append-only arrays, copies of the few that change in
-place: milliseconds), then writes it on a thread while the builder goes on
+checkpoint (or merged keyword segments: a start should load them merged), it
+takes the builder's step lock just long enough to capture a snapshot (views of
+append-only arrays, copies of the few that change in place: milliseconds), then
+writes it on a thread while the builder goes on
 (storage/checkpoint.py: temporary file, fsync, rename).  At shutdown,
 ``final`` writes one last checkpoint of what the builder reached, bounded by
 ``deadline_s``: past it the write is abandoned and the previous checkpoint
@@ -57,6 +58,7 @@ class Checkpointer:
         self.skipped_private_pending = 0
         self.last_error: str | None = None
         self._cancel = threading.Event()
+        self._merges_saved = builder.merges  # the builder's merges the last one holds
 
     async def run(self) -> None:
         """Checkpoint every ``interval_s`` while there is something new; until cancelled."""
@@ -69,22 +71,30 @@ class Checkpointer:
         if not self._due():
             return None
         async with self._builder.step_lock:
+            merges = self._builder.merges
             snapshot = self._capture()
         if snapshot is None:
             return None
-        return await asyncio.to_thread(self._write, snapshot)
+        info = await asyncio.to_thread(self._write, snapshot)
+        if info is not None:
+            self._merges_saved = merges
+        return info
 
     async def final(self) -> CheckpointInfo | None:
         """The checkpoint of a clean stop (the builder has stopped), within ``deadline_s``."""
         if not self._due() or self._builder.step_interrupted:
             return None  # a step cut short may not have written its chunk
+        merges = self._builder.merges
         snapshot = self._capture()
         if snapshot is None:
             return None
         write = asyncio.ensure_future(asyncio.to_thread(self._write, snapshot))
         try:
             async with asyncio.timeout(self.deadline_s):
-                return await asyncio.shield(write)
+                info = await asyncio.shield(write)
+                if info is not None:
+                    self._merges_saved = merges
+                return info
         except TimeoutError:
             self._cancel.set()
             with contextlib.suppress(Exception):
@@ -105,6 +115,8 @@ class Checkpointer:
             # no checkpoint until they are indexed (the previous one stays valid).
             self.skipped_private_pending += 1
             return False
+        if built > 0 and self._builder.merges > self._merges_saved:
+            return True
         return built > 0 and (self.last is None or built > self.last.built_seq)
 
     def _capture(self) -> Snapshot | None:

@@ -432,6 +432,14 @@ class Daemon:
 
         builder.on_built = on_built
 
+        def on_merged() -> None:
+            # A merge drops deleted docs' postings: df, and so BM25, may move.
+            search_op.forget_all()
+            related_op.cache.clear()
+
+        builder.keyword = search_index.inverted
+        builder.on_merged = on_merged
+
         def vault_changed() -> None:
             # Lock or a new index key: nothing private stays indexed; unlock: index again.
             derived.unindex_private()
