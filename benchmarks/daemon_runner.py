@@ -67,6 +67,18 @@ class BenchDaemon:
             except UnavailableError:
                 continue  # busy: not built within the bounded wait yet
 
+    @staticmethod
+    def wait_settled(client: Client) -> None:
+        """Until everything committed is searchable and the idle builder's merge of
+        keyword segments (a second or so after it catches up) is done: what a daemon
+        that has been serving for a while answers from."""
+        BenchDaemon.wait_built(client)
+        while True:
+            stats = client.stats()
+            if stats["keyword_segments"] <= 2 and not stats["keyword_merging"]:
+                return
+            time.sleep(0.1)
+
     def rss_bytes(self) -> int:
         assert self.process is not None
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():

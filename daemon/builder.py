@@ -350,6 +350,7 @@ class Builder:
             "builder_heap_trims": self.heap_trims,
             "keyword_segments": 0 if self.keyword is None else self.keyword.segment_count,
             "keyword_merges": self.merges,
+            "keyword_merging": self._merge_future is not None,
             "builder_failures": self.failures,
             "builder_last_error": self.last_error,
             "builder_progressing": self.progressing,

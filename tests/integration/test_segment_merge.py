@@ -40,6 +40,7 @@ def test_idle_builder_merges_segments_without_changing_answers(daemon: DaemonPro
             time.sleep(0.05)
         assert stats["keyword_merges"] == 1
         assert stats["keyword_segments"] == 1
+        assert not stats["keyword_merging"]
         # explain makes a new cache key: the rankings are computed again, merged.
         after = {q: _ranking(client, q, explain=True) for q in QUERIES}
         assert after == before
