@@ -242,10 +242,16 @@ class Builder:
             self.keyword.finish_merge(merge)  # releases the merge; changes nothing
             return
         async with self.step_lock:
-            if self.keyword.finish_merge(merge):
+            merged = self.keyword.finish_merge(merge)
+            if merged:
                 self.merges += 1
                 if self.on_merged is not None:
                     self.on_merged()
+        if merged:
+            # The merged-away segments were freed in pieces the allocator keeps
+            # (~230 MiB at a million frames): give them back.
+            del future, merge
+            await self._trim_heap()
 
     async def _gather(self, lag: int) -> None:
         """Wait briefly for more records to share this chunk, as the policy says."""

@@ -21,8 +21,10 @@ Layout (little-endian)::
 fsyncs it, renames it over the target and fsyncs the folder, so a reader sees
 the old file or the new one, whole.  ``read_array_file`` verifies magic,
 version, lengths and the CRC before returning anything; a file that fails is
-an ``ArrayFileError``, never half-trusted.  Arrays it returns are writable and
-share one buffer (no copy per array).
+an ``ArrayFileError``, never half-trusted.  Arrays it returns are writable, and
+each is read into a buffer of its own: one the caller drops, or replaces by a
+larger copy as it grows, goes back to the system (views of one shared buffer
+would pin all of it while any array lived).
 
 ``start_reading_array_file`` reads the body on a helper thread instead: its
 caller may take the arrays at the front of the file (``arrays_named``) as soon as
@@ -200,12 +202,7 @@ def start_reading_array_file(path: Path) -> ArrayFileReading:
         meta = parsed["meta"]
         if not isinstance(meta, dict):
             raise ArrayFileError(f"{path}: malformed header: meta is not an object")
-        body = np.empty(body_len, dtype=np.uint8)  # not zeroed: a needless pass over every page
-        arrays: dict[str, npt.NDArray[Any]] = {}
-        ends: dict[str, int] = {}
-        for name, dtype, shape, offset in parsed["arrays"]:
-            arrays[name] = _array_at(body, dtype, shape, offset)
-            ends[name] = int(offset) + arrays[name].nbytes
+        arrays, ends, pieces = _array_buffers(parsed["arrays"], body_len)
     except ArrayFileError:
         f.close()
         raise
@@ -216,8 +213,50 @@ def start_reading_array_file(path: Path) -> ArrayFileReading:
         f.close()
         raise ArrayFileError(f"{path}: malformed header: {exc}") from None
     reading = ArrayFileReading(path, meta, arrays, ends)
-    reading._start(f, body, zlib.crc32(header), crc)
+    reading._start(f, pieces, zlib.crc32(header), crc)
     return reading
+
+
+def _array_buffers(
+    described: list[Any], body_len: int
+) -> tuple[dict[str, npt.NDArray[Any]], dict[str, int], list[memoryview]]:
+    """For the header's ``[name, dtype, shape, offset]`` entries: each array, empty, in
+    a buffer of its own; where each ends in the body; and the body cut into the
+    pieces to read in order (arrays' bytes, and the padding between them into a
+    scratch buffer).  ValueError for an array outside the body or overlapping
+    another."""
+    arrays: dict[str, npt.NDArray[Any]] = {}
+    ends: dict[str, int] = {}
+    placed: list[tuple[int, memoryview]] = []
+    for name, dtype, shape, offset in described:
+        kind = np.dtype(dtype)
+        if kind.kind not in _DTYPE_KINDS:
+            raise ValueError(f"dtype {dtype} is not a plain number type")
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        start = int(offset)
+        if start < 0 or count < 0 or start + count * kind.itemsize > body_len:
+            raise ValueError("an array lies outside the body")
+        # Not zeroed: the read fills every byte, and zeroing is a pass over every page.
+        buffer = np.empty(count * kind.itemsize, dtype=np.uint8)
+        arrays[name] = buffer.view(kind).reshape(shape)
+        ends[name] = start + buffer.nbytes
+        if buffer.nbytes:
+            placed.append((start, buffer.data.cast("B")))
+    placed.sort(key=lambda item: item[0])
+    pieces: list[memoryview] = []
+    scratch = memoryview(bytearray(min(body_len, READ_PIECE_BYTES)))
+    at = 0
+    for start, view in [*placed, (body_len, memoryview(b""))]:
+        if start < at:
+            raise ValueError("arrays overlap")
+        while at < start:  # padding (or bytes no array claims): read, checked, dropped
+            gap = min(start - at, scratch.nbytes)
+            pieces.append(scratch[:gap])
+            at += gap
+        for lo in range(0, view.nbytes, READ_PIECE_BYTES):
+            pieces.append(view[lo : lo + READ_PIECE_BYTES])
+        at += view.nbytes
+    return arrays, ends, pieces
 
 
 class ArrayFileReading:
@@ -246,9 +285,9 @@ class ArrayFileReading:
         self._cancelled = False
         self._thread: threading.Thread | None = None
 
-    def _start(self, f: BinaryIO, body: npt.NDArray[np.uint8], crc: int, expected: int) -> None:
+    def _start(self, f: BinaryIO, pieces: list[memoryview], crc: int, expected: int) -> None:
         self._thread = threading.Thread(
-            target=self._read, args=(f, body, crc, expected), name="array-read", daemon=True
+            target=self._read, args=(f, pieces, crc, expected), name="array-read", daemon=True
         )
         self._thread.start()
 
@@ -283,11 +322,11 @@ class ArrayFileReading:
         if self._thread is not None:
             self._thread.join()
 
-    def _read(self, f: BinaryIO, body: npt.NDArray[np.uint8], crc: int, expected: int) -> None:
+    def _read(self, f: BinaryIO, pieces: list[memoryview], crc: int, expected: int) -> None:
         error: ArrayFileError | None = None
         try:
             with f:
-                crc = _read_body(self.path, f, body, crc, self._progress)
+                crc = _read_body(self.path, f, pieces, crc, self._progress)
         except ArrayFileError as exc:
             error = exc
         except OSError as exc:
@@ -309,48 +348,43 @@ class ArrayFileReading:
 def _read_body(
     path: Path,
     f: BinaryIO,
-    data: npt.NDArray[np.uint8],
+    pieces: list[memoryview],
     crc: int,
     progress: Callable[[int], bool],
 ) -> int:
-    """Read the body into ``data`` in pieces, each piece's CRC taken on a helper
-    thread while the next one is read: both release the interpreter lock, so a
-    large checkpoint is read and verified in about the time of the slower of the
-    two.  ``progress`` hears how many bytes are in after each piece and stops
-    the read by returning False (an ArrayFileError).  Returns the CRC."""
-    view = data.data
-    body_len = data.shape[0]
+    """Read the body into ``pieces`` (consecutive, each at most READ_PIECE_BYTES),
+    each piece's CRC taken on a helper thread while the next one is read: both
+    release the interpreter lock, so a large checkpoint is read and verified in
+    about the time of the slower of the two.  ``progress`` hears how many bytes
+    are in after each piece and stops the read by returning False (an
+    ArrayFileError).  Returns the CRC.
+
+    A piece of padding is read into a scratch buffer its neighbours share, so its
+    CRC is taken before the next read can overwrite it.
+    """
+    done = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="array-crc") as crc_thread:
         pending: Future[int] | None = None
-        for start in range(0, body_len, READ_PIECE_BYTES):
-            piece = view[start : start + READ_PIECE_BYTES]
+        for piece in pieces:
             got = 0
             while got < piece.nbytes:
                 n = os.readv(f.fileno(), [piece[got:]])
                 if not n:
                     raise ArrayFileError(f"{path}: the file ended early")
                 got += n
-            if not progress(start + got):
+            done += got
+            if not progress(done):
                 raise ArrayFileError(f"{path}: reading was stopped")
             if pending is not None:
                 crc = pending.result()
-            pending = crc_thread.submit(zlib.crc32, piece, crc)
+            if isinstance(piece.obj, bytearray):  # scratch: checksum it now
+                crc = zlib.crc32(piece, crc)
+                pending = None
+            else:
+                pending = crc_thread.submit(zlib.crc32, piece, crc)
         if pending is not None:
             crc = pending.result()
     return crc
-
-
-def _array_at(
-    body: npt.NDArray[np.uint8], dtype: str, shape: list[int], offset: int
-) -> npt.NDArray[Any]:
-    kind = np.dtype(dtype)
-    if kind.kind not in _DTYPE_KINDS:
-        raise ValueError(f"dtype {dtype} is not a plain number type")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if offset < 0 or offset + count * kind.itemsize > body.shape[0]:
-        raise ValueError("an array lies outside the body")
-    out: npt.NDArray[Any] = np.frombuffer(body, dtype=kind, count=count, offset=offset)
-    return out.reshape(shape)
 
 
 def strings_to_array(strings: list[str]) -> npt.NDArray[Any]:

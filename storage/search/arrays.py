@@ -21,12 +21,20 @@ capacity_min = 1024  # first allocation of a per-doc array, in elements
 def grown(array: npt.NDArray[Any], needed: int, fill: Any = 0) -> npt.NDArray[Any]:
     """``array`` if it holds ``needed`` rows, else a copy with capacity doubled (or more).
 
-    New rows are set to ``fill``.  Doubling keeps appends amortized O(1).
+    New rows are set to ``fill``.  Doubling keeps appends amortized O(1).  With a
+    zero ``fill`` the new rows are fresh zero pages from the system, resident only
+    once written: the spare capacity costs address space, not memory (at a million
+    frames, filling it would make the vector rows alone 384 MiB larger).
     """
     if array.shape[0] >= needed:
         return array
     capacity = max(capacity_min, array.shape[0] * 2, needed)
-    out = np.full((capacity, *array.shape[1:]), fill, dtype=array.dtype)
+    shape = (capacity, *array.shape[1:])
+    if fill == 0:
+        out = np.zeros(shape, dtype=array.dtype)
+    else:
+        out = np.empty(shape, dtype=array.dtype)
+        out[array.shape[0] :] = fill
     out[: array.shape[0]] = array
     return out
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +77,43 @@ def test_array_file_damage_is_refused(tmp_path: Path, where: str) -> None:
         data += b"\0"
     path.write_bytes(bytes(data))
     with pytest.raises(ArrayFileError):
+        read_array_file(path)
+
+
+def test_arrays_read_back_own_their_memory_and_padding_is_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(arrayfile_module, "READ_PIECE_BYTES", 64)  # padding in several pieces
+    arrays = {name: np.arange(n, dtype=np.int16) for name, n in (("a", 3), ("b", 100), ("c", 7))}
+    path = tmp_path / "f"
+    write_array_file(path, {}, arrays)
+    _, back = read_array_file(path)
+    # One buffer each: an array dropped, or replaced by a grown copy, is freed alone.
+    for x, y in itertools.combinations(back.values(), 2):
+        assert not np.shares_memory(x, y)
+    assert all(np.array_equal(back[name], a) for name, a in arrays.items())
+    data = bytearray(path.read_bytes())
+    data[len(data) - arrays["c"].nbytes - 10] ^= 0x01  # a padding byte before "c"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArrayFileError, match="checksum"):
+        read_array_file(path)
+
+
+def test_array_file_with_overlapping_arrays_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    write_array_file(path, {}, {"a": np.arange(16, dtype=np.int64), "b": np.arange(4)})
+    data = path.read_bytes()
+    prefix = arrayfile_module.ARRAY_FILE_HEADER
+    magic, version, header_len, body_len, _, _ = prefix.unpack_from(data)
+    parsed = json.loads(data[prefix.size : prefix.size + header_len])
+    parsed["arrays"][1][3] = parsed["arrays"][0][3] + 8  # "b" starts inside "a"
+    header = json.dumps(parsed).encode()
+    body = data[prefix.size + header_len :]
+    crc = zlib.crc32(body, zlib.crc32(header))
+    path.write_bytes(
+        prefix.pack(magic, version, len(header), body_len, crc, zlib.crc32(header)) + header + body
+    )
+    with pytest.raises(ArrayFileError, match="overlap"):
         read_array_file(path)
 
 
