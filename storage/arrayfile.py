@@ -222,9 +222,9 @@ def _array_buffers(
 ) -> tuple[dict[str, npt.NDArray[Any]], dict[str, int], list[memoryview]]:
     """For the header's ``[name, dtype, shape, offset]`` entries: each array, empty, in
     a buffer of its own; where each ends in the body; and the body cut into the
-    pieces to read in order (arrays' bytes, and the padding between them into a
-    scratch buffer).  ValueError for an array outside the body or overlapping
-    another."""
+    pieces to read in order (arrays' bytes, and the alignment padding between
+    them, which is checksummed and dropped).  ValueError for an array outside the
+    body, overlapping another, or a gap wider than alignment pads."""
     arrays: dict[str, npt.NDArray[Any]] = {}
     ends: dict[str, int] = {}
     placed: list[tuple[int, memoryview]] = []
@@ -244,15 +244,15 @@ def _array_buffers(
             placed.append((start, buffer.data.cast("B")))
     placed.sort(key=lambda item: item[0])
     pieces: list[memoryview] = []
-    scratch = memoryview(bytearray(min(body_len, READ_PIECE_BYTES)))
     at = 0
     for start, view in [*placed, (body_len, memoryview(b""))]:
         if start < at:
             raise ValueError("arrays overlap")
-        while at < start:  # padding (or bytes no array claims): read, checked, dropped
-            gap = min(start - at, scratch.nbytes)
-            pieces.append(scratch[:gap])
-            at += gap
+        if start - at >= ARRAY_ALIGN_BYTES:
+            raise ValueError(f"{start - at} bytes between arrays that no array claims")
+        if start > at:  # alignment padding: read into its own few bytes, checked, dropped
+            pieces.append(memoryview(bytearray(start - at)))
+            at = start
         for lo in range(0, view.nbytes, READ_PIECE_BYTES):
             pieces.append(view[lo : lo + READ_PIECE_BYTES])
         at += view.nbytes
@@ -357,11 +357,7 @@ def _read_body(
     release the interpreter lock, so a large checkpoint is read and verified in
     about the time of the slower of the two.  ``progress`` hears how many bytes
     are in after each piece and stops the read by returning False (an
-    ArrayFileError).  Returns the CRC.
-
-    A piece of padding is read into a scratch buffer its neighbours share, so its
-    CRC is taken before the next read can overwrite it.
-    """
+    ArrayFileError).  Returns the CRC."""
     done = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="array-crc") as crc_thread:
         pending: Future[int] | None = None
@@ -377,11 +373,7 @@ def _read_body(
                 raise ArrayFileError(f"{path}: reading was stopped")
             if pending is not None:
                 crc = pending.result()
-            if isinstance(piece.obj, bytearray):  # scratch: checksum it now
-                crc = zlib.crc32(piece, crc)
-                pending = None
-            else:
-                pending = crc_thread.submit(zlib.crc32, piece, crc)
+            pending = crc_thread.submit(zlib.crc32, piece, crc)
         if pending is not None:
             crc = pending.result()
     return crc

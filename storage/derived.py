@@ -211,6 +211,7 @@ class Prepared:
     frames: list[Frame]  # every put of the run, in order
     per_index: list[object]  # each index's ``prepare`` of ``frames``
     annotations: Annotations = NO_ANNOTATIONS  # aligned with ``frames``
+    block_records: list[tuple[int, RecordLocation]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +278,7 @@ class DerivedState:
         run; ``apply`` must then be called where searches run.
         """
         events: list[PreparedEvent] = []
+        blocks: list[tuple[int, RecordLocation]] = []
         for entry in entries:
             record = entry.record
             try:
@@ -286,15 +288,18 @@ class DerivedState:
                 elif record.record_type == RecordType.FRAME_DELETE:
                     target = decode_frame_delete(record.payload)
                     events.append(PreparedEvent(record.seq, delete_id=target))
+                elif record.record_type == RecordType.BLOCK_UPDATE:
+                    blocks.append((record.seq, entry.location))
             except EventError as exc:
                 events.append(PreparedEvent(record.seq, error=str(exc), location=entry.location))
         frames = [e.frame for e in events if e.frame is not None and e.frame.sealed is None]
         if not frames:
-            return Prepared(entries, events, frames, [])
+            return Prepared(entries, events, frames, [], block_records=blocks)
         # One tokenization of the run, shared by the indexes and the annotations.
         tokens = lexicon_of(DEFAULT_TOKENIZER).tokenize([frame.content for frame in frames])
         per_index = [index.prepare(frames, tokens) for index in self.indexes]
-        return Prepared(entries, events, frames, per_index, annotate(frames, tokens))
+        annotations = annotate(frames, tokens)
+        return Prepared(entries, events, frames, per_index, annotations, blocks)
 
     def apply(self, prepared: Prepared) -> BuildStep:
         """Fold a prepared run into the catalog and the indexes (in memory only).
@@ -347,9 +352,7 @@ class DerivedState:
         for doc in removed:
             for index in self.indexes:
                 index.remove_doc(doc)
-        for entry in prepared.entries:
-            if entry.record.record_type == RecordType.BLOCK_UPDATE:
-                self.block_records.append((entry.record.seq, entry.location))
+        self.block_records.extend(prepared.block_records)
         if prepared.entries:
             last = prepared.entries[-1]
             self.built_seq = last.record.seq

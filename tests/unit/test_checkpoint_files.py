@@ -83,7 +83,7 @@ def test_array_file_damage_is_refused(tmp_path: Path, where: str) -> None:
 def test_arrays_read_back_own_their_memory_and_padding_is_checked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(arrayfile_module, "READ_PIECE_BYTES", 64)  # padding in several pieces
+    monkeypatch.setattr(arrayfile_module, "READ_PIECE_BYTES", 64)  # arrays in several pieces
     arrays = {name: np.arange(n, dtype=np.int16) for name, n in (("a", 3), ("b", 100), ("c", 7))}
     path = tmp_path / "f"
     write_array_file(path, {}, arrays)
@@ -99,21 +99,30 @@ def test_arrays_read_back_own_their_memory_and_padding_is_checked(
         read_array_file(path)
 
 
-def test_array_file_with_overlapping_arrays_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [("overlap", "overlap"), ("gap", "no array claims")],
+)
+def test_array_file_whose_arrays_do_not_tile_the_body_is_refused(
+    tmp_path: Path, damage: str, message: str
+) -> None:
     path = tmp_path / "f"
     write_array_file(path, {}, {"a": np.arange(16, dtype=np.int64), "b": np.arange(4)})
     data = path.read_bytes()
     prefix = arrayfile_module.ARRAY_FILE_HEADER
     magic, version, header_len, body_len, _, _ = prefix.unpack_from(data)
     parsed = json.loads(data[prefix.size : prefix.size + header_len])
-    parsed["arrays"][1][3] = parsed["arrays"][0][3] + 8  # "b" starts inside "a"
+    if damage == "overlap":
+        parsed["arrays"][1][3] = parsed["arrays"][0][3] + 8  # "b" starts inside "a"
+    else:
+        parsed["arrays"][0][2] = [4]  # "a" claims 32 of its 128 bytes: 96 unclaimed
     header = json.dumps(parsed).encode()
     body = data[prefix.size + header_len :]
     crc = zlib.crc32(body, zlib.crc32(header))
     path.write_bytes(
         prefix.pack(magic, version, len(header), body_len, crc, zlib.crc32(header)) + header + body
     )
-    with pytest.raises(ArrayFileError, match="overlap"):
+    with pytest.raises(ArrayFileError, match=message):
         read_array_file(path)
 
 
