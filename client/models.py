@@ -58,6 +58,11 @@ def _object(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
+# The exact types of a well-formed frame's id, seq, timestamp_ms, namespace, kind,
+# content, metadata, private and source, in that order (Frame.from_wire's fast path).
+_FRAME_TYPES = (str, int, int, str, str, str, dict, bool, str)
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One memory as stored: content-addressed ``id``, log position ``seq``, and its fields.
@@ -87,6 +92,45 @@ class Frame:
 
     @classmethod
     def from_wire(cls, obj: Any) -> Frame:
+        # Every search hit and listed frame comes through here: take a well-formed
+        # frame with exact type tests first (type() is int never admits a bool), and
+        # leave anything else to the field-by-field checks below, which name the fault.
+        if type(obj) is dict:
+            get = obj.get
+            tags, importance, expires_at_ms = get("tags"), get("importance"), get("expires_at_ms")
+            frame: tuple[Any, ...] = (
+                get("id"),
+                get("seq"),
+                get("timestamp_ms"),
+                get("namespace"),
+                get("kind"),
+                get("content"),
+                get("metadata"),
+                get("private"),
+                get("source"),
+            )
+            if (
+                tuple(map(type, frame)) == _FRAME_TYPES
+                and type(tags) is list
+                and all(type(tag) is str for tag in tags)
+                and (type(importance) is float or type(importance) is int)
+                and (expires_at_ms is None or type(expires_at_ms) is int)
+            ):
+                id_, seq, timestamp_ms, namespace, kind, content, metadata, private, source = frame
+                return cls(
+                    id_,
+                    seq,
+                    timestamp_ms,
+                    namespace,
+                    kind,
+                    content,
+                    tuple(tags),
+                    float(importance),
+                    metadata,
+                    private,
+                    source,
+                    expires_at_ms,
+                )
         w = "frame"
         o = _object(obj, w)
         return cls(
@@ -182,6 +226,21 @@ class SearchHit:
 
     @classmethod
     def from_wire(cls, obj: Any) -> SearchHit:
+        if type(obj) is dict:  # the well-formed hit first, as Frame.from_wire does
+            frame, score = obj.get("frame"), obj.get("score")
+            explain, significance, fact_kind = (
+                obj.get("explain"),
+                obj.get("significance"),
+                obj.get("fact_kind"),
+            )
+            if (
+                type(frame) is dict
+                and (type(score) is float or type(score) is int)
+                and (explain is None or type(explain) is dict)
+                and (significance is None or type(significance) is dict)
+                and (fact_kind is None or type(fact_kind) is str)
+            ):
+                return cls(Frame.from_wire(frame), float(score), explain, significance, fact_kind)
         w = "search hit"
         o = _object(obj, w)
         return cls(

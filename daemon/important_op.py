@@ -35,7 +35,6 @@ from memoryd.daemon.search_op import (
     WAIT_MS_DEFAULT,
     WAIT_MS_MAX,
     SearchOp,
-    hit_annotations,
 )
 from memoryd.storage.catalog import Catalog, Filters
 from memoryd.storage.frame_table import FrameTable
@@ -122,19 +121,8 @@ class ImportantOp:
             docs = np.flatnonzero(mask)
         values = _values(catalog, by)
         page, more = top_page(values, catalog.timestamp_ms.view(), docs, limit, after)
-        hits = []
-        for doc in page.tolist():
-            slot = self._table.get(catalog.ids[doc])
-            shown = None if slot is None else self._search.frame_of(slot)
-            if shown is None:  # deleted since it was built, expired, or private and locked
-                continue
-            hits.append(
-                {
-                    "frame": shown,
-                    "score": float(values[doc]),
-                    **hit_annotations(catalog, doc),
-                }
-            )
+        docs = page.tolist()
+        hits = self._search.hits(zip(docs, values[page].tolist(), [None] * len(docs), strict=True))
         next_cursor = None
         if more and page.shape[0]:
             last = int(page[-1])

@@ -22,7 +22,7 @@ from memoryd.client import errors, protocol
 from memoryd.client.errors import MemorydError
 from memoryd.daemon import validation
 from memoryd.daemon.builder import Builder
-from memoryd.daemon.search_op import SEARCH_K_MAX, WAIT_MS_DEFAULT, SearchOp, hit_annotations
+from memoryd.daemon.search_op import SEARCH_K_MAX, WAIT_MS_DEFAULT, SearchOp
 from memoryd.storage.caches import MeteredCache
 from memoryd.storage.catalog import Filters
 from memoryd.storage.derived import BuildStep
@@ -108,17 +108,5 @@ class RelatedOp:
             result = self._index.search(text, k, mask=mask, now_ms=time.time_ns() // 1_000_000)
             ranked = list(zip(result.docs.tolist(), result.scores.tolist(), strict=True))
             self.cache.put((fid, k, namespace), ranked)
-        hits = []
-        for doc, score in ranked:
-            slot = self._table.get(catalog.ids[doc])
-            shown = None if slot is None else self._search.frame_of(slot)
-            if shown is None:  # deleted, expired or private and locked since
-                continue
-            hits.append(
-                {
-                    "frame": shown,
-                    "score": score,
-                    **hit_annotations(catalog, doc),
-                }
-            )
+        hits = self._search.hits((doc, score, None) for doc, score in ranked)
         return {"hits": hits, "next_cursor": None}

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -185,9 +185,7 @@ def significance_factor(
     return "significance", factor
 
 
-def hit_annotations(catalog: Catalog, doc: int) -> dict[str, Any]:
-    """What a hit carries besides its frame: significance scores and fact kind."""
-    return {"significance": catalog.significance_of(doc), "fact_kind": catalog.fact_kind_of(doc)}
+_NO_FILTERS = Filters()
 
 
 class SearchOp:
@@ -294,11 +292,8 @@ class SearchOp:
         blind = self._blinder()
         wall_ms = time.time_ns() // 1_000_000
         if ranked is None:
-            mask = self._mask(filters, blind)
-            for expired_id in self._expiry.expired(wall_ms) if self._expiry else ():
-                doc = catalog.doc_of.get(expired_id)
-                if doc is not None:
-                    mask[doc] = False
+            expired = self._expiry.expired(wall_ms) if self._expiry else []
+            mask = self._mask(filters, blind, [catalog.doc_of.get(i) for i in expired])
             result = self._index.search(
                 query,
                 k,
@@ -313,26 +308,41 @@ class SearchOp:
             explained = result.explain() if explain else [None] * len(result.docs)
             ranked = list(zip(result.docs.tolist(), result.scores.tolist(), explained, strict=True))
             self._results.put(key, ranked)
-        hits = []
-        for doc, score, explanation in ranked:
-            slot = self._table.get(catalog.ids[doc])
-            if slot is None:  # deleted since it was built
-                continue
-            shown = self.frame_of(slot, wall_ms)
-            if shown is None:  # expired, or private and not to be shown now
-                continue
-            hit: dict[str, Any] = {
-                "frame": shown,
-                "score": score,
-                **hit_annotations(catalog, doc),
-            }
-            if explanation is not None:
-                hit["explain"] = explanation
-            hits.append(hit)
+        hits = self.hits(ranked, wall_ms)
         out = {"hits": hits, "mode": mode, "built_seq": self._builder.derived.built_seq}
         if self._vault is not None and self._vault.state == "locked":
             out["private_excluded"] = True
         return out
+
+    def hits(
+        self, ranked: Iterable[tuple[int, float, Any]], now_ms: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The wire hits of ``ranked`` ((doc, score, explanation or None), best first):
+        each live frame that may be shown now (deleted, expired and unreadable private
+        ones are left out) with its score, significance scores and fact kind, and its
+        explanation when there is one."""
+        catalog = self._builder.derived.catalog
+        wall_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        shown: list[tuple[int, dict[str, Any], float, Any]] = []
+        for doc, score, explanation in ranked:
+            slot = self._table.get(catalog.ids[doc])
+            if slot is None:  # deleted since it was ranked
+                continue
+            frame = self.frame_of(slot, wall_ms)
+            if frame is None:  # expired, or private and not to be shown now
+                continue
+            shown.append((doc, frame, score, explanation))
+        annotations = catalog.annotations([doc for doc, _, _, _ in shown])
+        hits = []
+        for (_, frame, score, explanation), (significance, fact_kind) in zip(
+            shown, annotations, strict=True
+        ):
+            hit = {"frame": frame, "score": score, "significance": significance}
+            hit["fact_kind"] = fact_kind
+            if explanation is not None:
+                hit["explain"] = explanation
+            hits.append(hit)
+        return hits
 
     def _blinder(self) -> Callable[[list[str]], list[str]] | None:
         """The query-side blinding while unlocked (private docs hold blinded terms only)."""
@@ -346,13 +356,26 @@ class SearchOp:
 
         return blind
 
-    def _mask(self, filters: Filters, blind: Callable[[list[str]], list[str]] | None) -> BoolArray:
+    def _mask(
+        self,
+        filters: Filters,
+        blind: Callable[[list[str]], list[str]] | None,
+        expired: list[int | None],
+    ) -> BoolArray | None:
+        """The docs a search may return: those passing ``filters``, less the
+        ``expired`` ones (None: no longer built).  None stands for every live doc
+        (no filter, nothing expired): the indexes keep their own live masks, and
+        building a mask over a million docs costs more than a rare word's search."""
+        live_expired = [doc for doc in expired if doc is not None]
+        if filters == _NO_FILTERS and not live_expired:
+            return None
         catalog = self._builder.derived.catalog
         mask = catalog.mask(filters)
         if blind is not None and filters.tags:
             tags = blind([blinded_tag_name(tag) for tag in filters.tags])
             if len(tags) == len(filters.tags):
                 mask |= catalog.mask(dataclasses.replace(filters, tags=tuple(tags)))
+        mask[live_expired] = False
         return mask
 
     def frame_of(self, slot: FrameSlot, now_ms: int | None = None) -> dict[str, Any] | None:

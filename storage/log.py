@@ -452,12 +452,16 @@ class FileLog:
 
     def read_at(self, location: RecordLocation) -> Record:
         """The record at ``location`` (one pread), CRC verified; LogCorruptionError if bad."""
-        path = segment_path(self._log_dir, location.segment)
+        # The segment's path is built only for an error: a Path costs more than the
+        # pread itself, and search reads ten records or more per answer.
         try:
             handle = self._read_files.acquire(location.segment)
         except FileNotFoundError:
             raise LogCorruptionError(
-                path, location.offset, "missing_segment", "the segment file is gone"
+                segment_path(self._log_dir, location.segment),
+                location.offset,
+                "missing_segment",
+                "the segment file is gone",
             ) from None
         try:
             data = pread_exact(handle.fd, location.length, location.offset)
@@ -466,10 +470,15 @@ class FileLog:
         try:
             record = decode_record(data)
         except RecordError as exc:
-            raise LogCorruptionError(path, location.offset, exc.reason, exc.detail) from None
+            raise LogCorruptionError(
+                segment_path(self._log_dir, location.segment),
+                location.offset,
+                exc.reason,
+                exc.detail,
+            ) from None
         if record.size != location.length:
             raise LogCorruptionError(
-                path,
+                segment_path(self._log_dir, location.segment),
                 location.offset,
                 "bad_length",
                 f"record of {record.size} bytes, not {location.length}",

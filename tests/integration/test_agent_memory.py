@@ -206,6 +206,9 @@ def test_expired_frames_leave_every_query_at_once(client: Client) -> None:
     assert [f.id for f in client.recent(namespace="ttl").frames] == [keep.id]
     assert [f.id for f in client.range(namespace="ttl").frames] == [keep.id]
     assert [h.frame.id for h in client.search("fleeting tea", namespace="ttl").hits] == [keep.id]
+    # Unfiltered too, and the expired frame leaves its place to the next best: it is
+    # left out of the ranking, not dropped from a ranked page.
+    assert [h.frame.id for h in client.search("fleeting tea", k=1).hits] == [keep.id]
     context = client.context("fleeting tea", namespace="ttl")
     assert "fleeting" not in context.text and "lasting" in context.text
     assert {n.namespace: n.frames for n in client.namespaces()} == {"ttl": 1}

@@ -106,3 +106,17 @@ def test_restored_ids_round_trip_and_damage_is_refused() -> None:
     short = arrays["catalog.ids"].view(np.uint8)[:-1].copy()
     with pytest.raises(ValueError, match="disagree"):
         Catalog.from_arrays(meta, {**arrays, "catalog.ids": short})
+
+
+def test_annotations_of_many_docs_equal_each_doc_read_alone() -> None:
+    catalog = Catalog()
+    for i in range(40):
+        catalog.add(
+            f"id{i}", i + 1, 1000 + i, 0.5, "ns", "note", [],
+            fact_kind=i % 4, significance=tuple((i * j % 13) / 13 for j in range(6)),
+        )  # fmt: skip
+    docs = [37, 0, 5, 5, 12]
+    expected = [(catalog.significance_of(d), catalog.fact_kind_of(d)) for d in docs]
+    assert catalog.annotations(docs) == expected
+    assert len({kind for _, kind in expected}) > 1 and expected[0][0] != expected[1][0]
+    assert catalog.annotations([]) == []
