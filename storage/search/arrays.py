@@ -39,6 +39,23 @@ def grown(array: npt.NDArray[Any], needed: int, fill: Any = 0) -> npt.NDArray[An
     return out
 
 
+def sorted_unique(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """``np.unique(array)`` (its distinct values, increasing), by a sort.
+
+    numpy 2's ``np.unique`` hashes: with many distinct values it is 5-40x slower
+    than sorting (20,000 random doc numbers: 3 ms against 0.1; measured with
+    numpy 2.4).  Search unions candidate lists and merges unions term lists on
+    every call, so they take this.
+    """
+    out = np.sort(array.ravel())
+    if out.shape[0] < 2:
+        return out
+    keep = np.empty(out.shape[0], dtype=bool)
+    keep[0] = True
+    np.not_equal(out[1:], out[:-1], out=keep[1:])
+    return out[keep]
+
+
 def mask_at(mask: BoolArray | None, docs: IntArray) -> BoolArray:
     """``mask[docs]``, where docs beyond the mask's end are not allowed; None allows all."""
     if mask is None:

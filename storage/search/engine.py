@@ -32,7 +32,7 @@ import numpy as np
 
 from memoryd.storage.caches import MeteredCache
 from memoryd.storage.search import ranking
-from memoryd.storage.search.arrays import BoolArray, FloatArray, IntArray, mask_at
+from memoryd.storage.search.arrays import BoolArray, FloatArray, IntArray, mask_at, sorted_unique
 from memoryd.storage.search.columns import DocColumns
 from memoryd.storage.search.embedding import Embedder, HashingEmbedder
 from memoryd.storage.search.inverted import InvertedIndex
@@ -181,7 +181,7 @@ class SearchIndex:
         finally:  # the vector pass's workers read the index until it is collected
             if semantic_hits is not None:
                 sem_docs = semantic_hits().docs
-        cand = np.unique(np.concatenate([kw_docs, sem_docs]))
+        cand = sorted_unique(np.concatenate([kw_docs, sem_docs]))
         if w.context_weight > 0 and mode in ("keyword", "hybrid"):
             cand = self._with_neighbours(cand, mask)
         if cand.shape[0] == 0:
@@ -218,7 +218,7 @@ class SearchIndex:
     def _with_neighbours(self, cand: IntArray, mask: BoolArray | None) -> IntArray:
         """``cand`` and the live, allowed docs just before and after each, sorted."""
         near = np.concatenate([cand, cand - 1, cand + 1])
-        near = np.unique(near[(near >= 0) & (near < self.inverted.doc_end)])
+        near = sorted_unique(near[(near >= 0) & (near < self.inverted.doc_end)])
         live = self.inverted.live_mask()
         out: IntArray = near[live[near] & mask_at(mask, near)]
         return out

@@ -49,7 +49,15 @@ from typing import Any, Literal
 import numpy as np
 
 from memoryd.storage.arrayfile import array_to_strings, strings_to_array
-from memoryd.storage.search.arrays import BoolArray, FloatArray, IntArray, grown, mask_at, top_k
+from memoryd.storage.search.arrays import (
+    BoolArray,
+    FloatArray,
+    IntArray,
+    grown,
+    mask_at,
+    sorted_unique,
+    top_k,
+)
 from memoryd.storage.search.impacts import ImpactList, ImpactLists, build_impact_list
 from memoryd.storage.search.lexicon import Tokens, Vocabulary, lexicon_of
 from memoryd.storage.search.postings import (
@@ -219,7 +227,7 @@ class InvertedIndex:
 
     def delete(self, docs: Sequence[int] | IntArray) -> int:
         """Tombstone ``docs``; returns how many were live (unknown or dead docs are skipped)."""
-        doc_arr = np.unique(np.asarray(docs, dtype=np.int64))
+        doc_arr = sorted_unique(np.asarray(docs, dtype=np.int64))
         doc_arr = doc_arr[(doc_arr >= 0) & (doc_arr < self._doc_end)]
         doc_arr = doc_arr[self._live[doc_arr]]
         self._live[doc_arr] = False
@@ -510,7 +518,7 @@ class InvertedIndex:
         lists = [self._impact_list(t, avgdl) for t in listed]
         tail_docs = [s.postings(t)[0] for s in self._tail for t in listed]
         pooled = [other_docs, *(il.docs for il in lists), *tail_docs]
-        cand = np.unique(np.concatenate(pooled).astype(np.int64))
+        cand = sorted_unique(np.concatenate(pooled).astype(np.int64))
         cand = cand[self._live[cand] & mask_at(mask, cand)]
         if cand.shape[0] < k:
             self._impacts.fallbacks += 1
@@ -681,7 +689,7 @@ class InvertedIndex:
             return docs[order].astype(np.int64), scores[order].astype(np.float32)
         postings = sum(docs.shape[0] for docs, _ in per_term)
         if postings * sparse_accumulate_ratio < self._doc_end:
-            held = np.unique(np.concatenate([docs for docs, _ in per_term]).astype(np.int64))
+            held = sorted_unique(np.concatenate([docs for docs, _ in per_term]).astype(np.int64))
             sums = np.zeros(held.shape[0], dtype=np.float32)
             for docs, scores in per_term:
                 sums[np.searchsorted(held, docs)] += scores

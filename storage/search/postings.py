@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memoryd.storage.search.arrays import IntArray
+from memoryd.storage.search.arrays import IntArray, sorted_unique
 
 doc_number_max = (1 << 32) - 2  # docs are uint32; the top value is left free as a sentinel
 term_id_max = (1 << 31) - 1  # term id << 32 | doc must fit an int64 sort key
@@ -143,7 +143,7 @@ def merge_segments(segments: Sequence[Segment], live: IntArray | None) -> Segmen
     doc_hi = max(s.doc_hi for s in segments)
     if sum(docs.shape[0] for _, _, docs, _ in kept) == 0:
         return empty_segment(doc_lo, doc_hi)
-    terms = np.unique(np.concatenate([t.astype(np.uint32) for t, _, _, _ in kept]))
+    terms = sorted_unique(np.concatenate([t.astype(np.uint32) for t, _, _, _ in kept]))
     # Where each segment's terms sit among all of them, and every term's total.
     where = [np.searchsorted(terms, t) for t, _, _, _ in kept]
     totals = np.zeros(terms.shape[0], dtype=np.int64)
@@ -183,7 +183,7 @@ def _scatter(
     np.cumsum(counts, out=seg_offsets[1:])
     shift = starts - seg_offsets[:-1]  # by term: output position minus input position
     marks = np.arange(0, int(seg_offsets[-1]), scatter_postings)
-    cuts = np.unique(np.append(np.searchsorted(seg_offsets, marks), counts.shape[0]))
+    cuts = sorted_unique(np.append(np.searchsorted(seg_offsets, marks), counts.shape[0]))
     for a, b in itertools.pairwise(cuts.tolist()):
         lo, hi = int(seg_offsets[a]), int(seg_offsets[b])
         where = np.repeat(shift[a:b], counts[a:b])

@@ -54,7 +54,14 @@ import numpy as np
 import simsimd
 
 from memoryd.storage.search import threads
-from memoryd.storage.search.arrays import BoolArray, FloatArray, IntArray, grown, top_k
+from memoryd.storage.search.arrays import (
+    BoolArray,
+    FloatArray,
+    IntArray,
+    grown,
+    sorted_unique,
+    top_k,
+)
 
 exact_chunk_rows = 1 << 10  # rows converted to float32 at a time: 1k x 384 x 4 B = 1.5 MiB
 exact_rows_max = 50_000  # above this many allowed rows, search coarse-to-fine
@@ -127,7 +134,7 @@ class VectorIndex:
 
     def delete(self, docs: Sequence[int] | IntArray) -> int:
         """Tombstone ``docs``; returns how many were live."""
-        doc_arr = np.unique(np.asarray(docs, dtype=np.int64))
+        doc_arr = sorted_unique(np.asarray(docs, dtype=np.int64))
         doc_arr = doc_arr[(doc_arr >= 0) & (doc_arr < self._doc_end)]
         doc_arr = doc_arr[self._live[doc_arr]]
         self._live[doc_arr] = False
