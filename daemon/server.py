@@ -350,6 +350,7 @@ class Daemon:
         )
         derived = state.derived
         derived.private = vault
+        derived.shared_id = projection.table.stored_id
         if vault.state != NO_VAULT:
             # Private frames a checkpoint restored are indexed anew once unlocked.
             derived.pend_restored_private()

@@ -16,6 +16,7 @@ entries, plus 8 bytes per (doc, tag).
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -110,6 +111,9 @@ class NewDocs:
     expires_at_ms: Sequence[int | None] = ()
 
 
+_NO_DOCS = array("q")
+
+
 class Catalog:
     """Doc numbers <-> frame ids, with filterable attributes.  Single writer."""
 
@@ -125,7 +129,9 @@ class Catalog:
         self.namespaces: dict[str, int] = {}
         self.kinds: dict[str, int] = {}
         self.kind_names: list[str] = []
-        self._tag_docs: dict[str, list[int]] = {}
+        # Docs by tag, as machine ints: a million tagged frames hold 8 MB, not the 36
+        # of a list of Python ints, and a tag filter indexes a mask with them directly.
+        self._tag_docs: dict[str, array[int]] = {}
         self.segment = _Column(np.int64)
         self.offset = _Column(np.int64)
         self.length = _Column(np.int64)
@@ -177,7 +183,7 @@ class Catalog:
         self.kind_code.append(self._kind_code(kind))
         self.alive.append(True)
         for tag in tags:
-            self._tag_docs.setdefault(tag, []).append(doc)
+            self._tag_docs.setdefault(tag, array("q")).append(doc)
         segment, offset, length = location
         self.segment.append(segment)
         self.offset.append(offset)
@@ -210,7 +216,7 @@ class Catalog:
         self.alive.extend(np.ones(count, dtype=np.bool_))
         for doc, tags in zip(numbers, docs.tags, strict=True):
             for tag in tags:
-                self._tag_docs.setdefault(tag, []).append(doc)
+                self._tag_docs.setdefault(tag, array("q")).append(doc)
         locations = np.asarray(docs.location, dtype=np.int64).reshape(count, 3)
         self.segment.extend(locations[:, 0])
         self.offset.extend(locations[:, 1])
@@ -264,7 +270,7 @@ class Catalog:
             mask &= self.importance.view() >= filters.min_importance
         for tag in filters.tags or ():
             carriers = np.zeros_like(mask)
-            carriers[self._tag_docs.get(tag, [])] = True
+            carriers[np.frombuffer(self._tag_docs.get(tag, _NO_DOCS), dtype=np.int64)] = True
             mask &= carriers
         for name, minimum in filters.min_significance or ():
             mask &= self.significance[name].view() >= minimum
@@ -308,7 +314,7 @@ class Catalog:
         tags = list(self._tag_docs)
         tag_counts = np.array([len(self._tag_docs[t]) for t in tags], dtype=np.int64)
         tag_docs = (
-            np.concatenate([np.asarray(self._tag_docs[t], dtype=np.int64) for t in tags])
+            np.concatenate([np.frombuffer(self._tag_docs[t], dtype=np.int64) for t in tags])
             if tags
             else np.zeros(0, dtype=np.int64)
         )
@@ -356,9 +362,9 @@ class Catalog:
         )
         counts = arrays["catalog.tag_counts"]
         ends = np.cumsum(counts).tolist()
-        docs = arrays["catalog.tag_docs"].tolist()
+        docs = np.asarray(arrays["catalog.tag_docs"], dtype=np.int64)
         catalog._tag_docs = {
-            tag: docs[end - count : end]
+            tag: array("q", docs[end - count : end].tobytes())
             for tag, end, count in zip(meta["tags"], ends, counts.tolist(), strict=True)
         }
         catalog.deleted = int(meta["deleted"])

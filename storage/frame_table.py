@@ -408,6 +408,12 @@ class FrameTable:
     def __contains__(self, frame_id: object) -> bool:
         return frame_id in self._row_of
 
+    def stored_id(self, frame_id: str) -> str:
+        """The table's own string for ``frame_id`` when it holds that frame live, else
+        ``frame_id``: lets others keep one string per id (DerivedState.shared_id)."""
+        row = self._row_of.get(frame_id)
+        return frame_id if row is None else self._ids[row]
+
     def get(self, frame_id: str) -> FrameSlot | None:
         row = self._row_of.get(frame_id)
         return None if row is None else self._slot(row)

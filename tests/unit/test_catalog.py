@@ -120,3 +120,18 @@ def test_annotations_of_many_docs_equal_each_doc_read_alone() -> None:
     assert catalog.annotations(docs) == expected
     assert len({kind for _, kind in expected}) > 1 and expected[0][0] != expected[1][0]
     assert catalog.annotations([]) == []
+
+
+def test_tag_filters_answer_alike_after_a_round_trip_and_more_adds() -> None:
+    catalog = build()
+    restored = Catalog.from_arrays(*catalog.to_arrays())
+    for tags in (("x",), ("y",), ("x", "y"), ("absent",)):
+        assert docs(restored, Filters(tags=tags)) == docs(catalog, Filters(tags=tags)), tags
+    for target in (catalog, restored):  # restored tag lists keep growing
+        target.add("e", 5, 500, 0.1, "home", "note", ["x", "z"])
+        target._check()
+    assert docs(restored, Filters(tags=("x",))) == ["a", "b", "e"]
+    assert docs(restored, Filters(tags=("z",))) == ["e"]
+    assert restored.to_arrays()[1]["catalog.tag_docs"].tolist() == (
+        catalog.to_arrays()[1]["catalog.tag_docs"].tolist()
+    )

@@ -218,3 +218,14 @@ def test_from_columns_takes_a_given_id_to_row_map_only_when_it_fits() -> None:
     assert restored(names[::-1], given).slots() == expected
     wrong = dict(given, id0=1, id1=0)
     assert restored(names, wrong).slots() == expected
+
+
+def test_stored_id_is_the_tables_own_string_for_a_live_frame() -> None:
+    table = FrameTable()
+    held = "".join(["ab"] * 16)
+    put(table, held, 1, 1000)
+    asked = "".join(["a", "b"] * 16)  # equal, another object
+    assert asked == held and asked is not held
+    assert table.stored_id(asked) is held
+    table.apply_delete(held)
+    assert table.stored_id(asked) is asked  # not live: the caller's own
