@@ -337,8 +337,12 @@ class SearchOp:
         for (_, frame, score, explanation), (significance, fact_kind) in zip(
             shown, annotations, strict=True
         ):
-            hit = {"frame": frame, "score": score, "significance": significance}
-            hit["fact_kind"] = fact_kind
+            hit: dict[str, Any] = {
+                "frame": frame,
+                "score": score,
+                "significance": significance,
+                "fact_kind": fact_kind,
+            }
             if explanation is not None:
                 hit["explain"] = explanation
             hits.append(hit)
