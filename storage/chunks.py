@@ -73,9 +73,12 @@ class ChunkInfo:
     raw_bytes: int
 
 
+CHUNK_SUFFIX = ".chunk"  # a chunk file is DATA_DIR/chunks/YYYY/MM/<first seq, 20 digits>.chunk
+
+
 def chunk_path(chunks_dir: Path, first_seq: int, first_timestamp_ms: int) -> Path:
     month = time.strftime("%Y/%m", time.gmtime(first_timestamp_ms / 1000))
-    return chunks_dir / month / f"{first_seq:020d}.chunk"
+    return chunks_dir / month / f"{first_seq:020d}{CHUNK_SUFFIX}"
 
 
 def encode_chunk(frames: Sequence[Frame]) -> tuple[bytes, int]:

@@ -117,6 +117,24 @@ def parse_cursor(cursor: str) -> int:
     return int(cursor)
 
 
+def _groups(codes: npt.NDArray[np.int64]) -> Iterator[tuple[int, npt.NDArray[np.int64]]]:
+    """``(code, positions of code in codes, increasing)`` for each code present
+    (codes are small non-negative ints: namespaces, or namespace and kind pairs).
+
+    One stable sort by code and a slice per group: a boolean mask per group
+    would scan every row once per group (30 groups of a million rows: 0.27 s).
+    """
+    if codes.shape[0] == 0:
+        return
+    counts = np.bincount(codes)
+    ends = np.cumsum(counts)
+    # A stable sort of 16-bit keys is a radix sort: a few ms for a million rows.
+    keys = codes.astype(np.uint16) if counts.shape[0] <= 1 << 16 else codes
+    by_code = np.argsort(keys, kind="stable")
+    for code in np.flatnonzero(counts).tolist():
+        yield code, by_code[int(ends[code] - counts[code]) : int(ends[code])]
+
+
 class _Order:
     """The order keys of one group of frames (all, a namespace, a namespace and kind).
 
@@ -282,7 +300,7 @@ class FrameTable:
             (table._namespace_code, namespace_codes),
             (table._kind_code, kind_codes),
         ):
-            column.frombytes(np.ascontiguousarray(values, dtype="<i8").tobytes())
+            column.frombytes(np.ascontiguousarray(values, dtype="<i8").data.cast("B"))
         table._namespace_names = list(namespace_names)
         table._namespace_codes = {name: i for i, name in enumerate(namespace_names)}
         table._kind_names = list(kind_names)
@@ -294,17 +312,13 @@ class FrameTable:
         table._all = _Order(ts_sorted, seq_sorted, rows_sorted)
         table._restored_rows = n
         table._restored_dead = np.zeros(n, dtype=bool)
-        ns_sorted = namespace_codes[order]
-        for code in np.unique(namespace_codes).tolist():
-            at = ns_sorted == code
+        for code, at in _groups(np.asarray(namespace_codes, dtype=np.int64)[order]):
             name = namespace_names[code]
             table._by_namespace[name] = _Order(ts_sorted[at], seq_sorted[at], rows_sorted[at])
-            table._namespace_live[name] = int(np.count_nonzero(at))
+            table._namespace_live[name] = int(at.shape[0])
         pair = namespace_codes.astype(np.int64) * (len(kind_names) + 1) + kind_codes
-        pair_sorted = pair[order]
-        for code in np.unique(pair).tolist():
+        for code, at in _groups(pair[order]):
             ns_code, kind_code = divmod(code, len(kind_names) + 1)
-            at = pair_sorted == code
             table._by_namespace_kind[(namespace_names[ns_code], kind_names[kind_code])] = _Order(
                 ts_sorted[at], seq_sorted[at], rows_sorted[at]
             )

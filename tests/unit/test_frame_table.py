@@ -229,3 +229,16 @@ def test_stored_id_is_the_tables_own_string_for_a_live_frame() -> None:
     assert table.stored_id(asked) is held
     table.apply_delete(held)
     assert table.stored_id(asked) is asked  # not live: the caller's own
+
+
+@pytest.mark.parametrize("code_max", [3, 300, 70_000])
+def test_groups_give_each_codes_positions_in_order(code_max: int) -> None:
+    from memoryd.storage.frame_table import _groups
+
+    rng = np.random.default_rng(code_max)
+    codes = rng.integers(0, code_max, 5000).astype(np.int64)
+    codes[:3] = code_max - 1  # the largest code is present
+    got = {code: at.tolist() for code, at in _groups(codes)}
+    expected = {int(c): np.flatnonzero(codes == c).tolist() for c in np.unique(codes)}
+    assert got == expected
+    assert list(_groups(np.zeros(0, dtype=np.int64))) == []
