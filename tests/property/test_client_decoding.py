@@ -16,26 +16,12 @@ from hypothesis import strategies as st
 
 from memoryd.client import errors
 from memoryd.client.models import Frame, SearchHit
+from tests.unit.test_client_models import WIRE_FRAME as WELL_FORMED
 
 
 class _Checked(dict[str, Any]):
     """A dict the fast paths do not take (they test ``type(obj) is dict``)."""
 
-
-WELL_FORMED: dict[str, Any] = {
-    "id": "ab" * 16,
-    "seq": 7,
-    "timestamp_ms": 1_700_000_000_123,
-    "namespace": "default",
-    "kind": "note",
-    "content": "x",
-    "tags": ["a", "b"],
-    "importance": 0.5,
-    "metadata": {"k": [1]},
-    "private": False,
-    "source": "",
-    "expires_at_ms": None,
-}
 
 # One value of each JSON type (and the edge cases of the type tests: bools are not
 # numbers, an int is a number but not a string ...).
