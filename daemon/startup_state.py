@@ -146,7 +146,7 @@ def remove_chunks_after(chunks_dir: Path, built_seq: int) -> int:
 
     Runs before a start serves: it reads the month folders' entries by name
     (``os.scandir``), with no Path per file, since a million frames lie in
-    20,000 chunk files (90 ms with a Path each, against about 10).
+    20,000 chunk files (90 ms with a Path each, against about 20).
     """
     chunks_dir.mkdir(mode=0o700, exist_ok=True)
     removed = 0

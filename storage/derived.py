@@ -497,6 +497,9 @@ class DerivedState:
             count += 1
         return count
 
+    def _held_id(self, frame_id: str) -> str:
+        return frame_id if self.shared_id is None else self.shared_id(frame_id)
+
     def _catalog_add(
         self,
         frame: Frame,
@@ -507,7 +510,7 @@ class DerivedState:
         self.frames_built += 1
         scores, fact_kind, simhash = annotation
         doc = self.catalog.add(
-            frame.id,
+            self._held_id(frame.id),
             frame.seq,
             frame.timestamp_ms,
             frame.importance,
@@ -534,9 +537,7 @@ class DerivedState:
         rows = annotations.select([row for _, _, row in puts])
         docs = self.catalog.add_batch(
             NewDocs(
-                ids=[frame.id for frame in frames]
-                if self.shared_id is None
-                else [self.shared_id(frame.id) for frame in frames],
+                ids=[self._held_id(frame.id) for frame in frames],
                 seq=[frame.seq for frame in frames],
                 timestamp_ms=[frame.timestamp_ms for frame in frames],
                 importance=[frame.importance for frame in frames],
