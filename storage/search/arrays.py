@@ -40,7 +40,8 @@ def grown(array: npt.NDArray[Any], needed: int, fill: Any = 0) -> npt.NDArray[An
 
 
 def sorted_unique(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """``np.unique(array)`` (its distinct values, increasing), by a sort.
+    """``np.unique(array)`` (its distinct values, increasing), by a sort, for the
+    integer arrays search uses (NaNs would stay apart, where np.unique joins them).
 
     numpy 2's ``np.unique`` hashes: with many distinct values it is 5-40x slower
     than sorting (20,000 random doc numbers: 3 ms against 0.1; measured with
