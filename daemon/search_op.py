@@ -293,7 +293,8 @@ class SearchOp:
         wall_ms = time.time_ns() // 1_000_000
         if ranked is None:
             expired = self._expiry.expired(wall_ms) if self._expiry else []
-            mask = self._mask(filters, blind, [catalog.doc_of.get(i) for i in expired])
+            doc_of = catalog.doc_of
+            mask = self._mask(filters, blind, [doc_of[i] for i in expired if i in doc_of])
             result = self._index.search(
                 query,
                 k,
@@ -364,14 +365,13 @@ class SearchOp:
         self,
         filters: Filters,
         blind: Callable[[list[str]], list[str]] | None,
-        expired: list[int | None],
+        expired: list[int],
     ) -> BoolArray | None:
         """The docs a search may return: those passing ``filters``, less the
-        ``expired`` ones (None: no longer built).  None stands for every live doc
-        (no filter, nothing expired): the indexes keep their own live masks, and
-        building a mask over a million docs costs more than a rare word's search."""
-        live_expired = [doc for doc in expired if doc is not None]
-        if filters == _NO_FILTERS and not live_expired:
+        ``expired`` ones.  None stands for every live doc (no filter, nothing
+        expired): the indexes keep their own live masks, and building a mask over
+        a million docs costs more than a rare word's search."""
+        if filters == _NO_FILTERS and not expired:
             return None
         catalog = self._builder.derived.catalog
         mask = catalog.mask(filters)
@@ -379,7 +379,7 @@ class SearchOp:
             tags = blind([blinded_tag_name(tag) for tag in filters.tags])
             if len(tags) == len(filters.tags):
                 mask |= catalog.mask(dataclasses.replace(filters, tags=tuple(tags)))
-        mask[live_expired] = False
+        mask[expired] = False
         return mask
 
     def frame_of(self, slot: FrameSlot, now_ms: int | None = None) -> dict[str, Any] | None:

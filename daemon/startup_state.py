@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from memoryd.storage.checkpoint import (
     RestoreVectors,
     load_checkpoint,
 )
-from memoryd.storage.chunks import CHUNK_SUFFIX
+from memoryd.storage.chunks import remove_chunks_after
 from memoryd.storage.derived import DerivedState, SearchFrames
 from memoryd.storage.projection import Projection
 from memoryd.storage.search import Embedder, SearchIndex
@@ -139,34 +138,3 @@ def fresh_derived_state(chunks_dir: Path) -> DerivedState:
         shutil.rmtree(chunks_dir)
     chunks_dir.mkdir(mode=0o700)
     return DerivedState(chunks_dir)
-
-
-def remove_chunks_after(chunks_dir: Path, built_seq: int) -> int:
-    """Remove chunk files (and leftover temporary files) beyond ``built_seq``; how many.
-
-    Runs before a start serves: it reads the month folders' entries by name
-    (``os.scandir``), with no Path per file, since a million frames lie in
-    20,000 chunk files (90 ms with a Path each, against about 20).
-    """
-    chunks_dir.mkdir(mode=0o700, exist_ok=True)
-    removed = 0
-    for year in _subfolders(chunks_dir):
-        for month in _subfolders(year):
-            with os.scandir(month) as entries:
-                for entry in entries:
-                    name = entry.name
-                    if name.endswith(".tmp"):
-                        Path(entry.path).unlink(missing_ok=True)
-                    elif name.endswith(CHUNK_SUFFIX) and _first_seq(name) > built_seq:
-                        Path(entry.path).unlink(missing_ok=True)
-                        removed += 1
-    return removed
-
-
-def _first_seq(chunk_name: str) -> int:
-    return int(chunk_name[: -len(CHUNK_SUFFIX)])
-
-
-def _subfolders(path: str | Path) -> list[str]:
-    with os.scandir(path) as entries:
-        return [entry.path for entry in entries if entry.is_dir(follow_symlinks=False)]

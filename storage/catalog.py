@@ -279,16 +279,9 @@ class Catalog:
             mask &= np.isin(self.fact_kind.view(), codes)
         return mask
 
-    def significance_of(self, doc: int) -> dict[str, float]:
-        """The six scores of ``doc``, by dimension name."""
-        return {name: float(column.view()[doc]) for name, column in self.significance.items()}
-
-    def fact_kind_of(self, doc: int) -> str:
-        return FACT_KINDS[int(self.fact_kind.view()[doc])]
-
     def annotations(self, docs: Sequence[int]) -> list[tuple[dict[str, float], str]]:
-        """``(significance_of(doc), fact_kind_of(doc))`` for each of ``docs``, read with
-        one gather per column instead of one array access per doc and score."""
+        """For each of ``docs``: its six significance scores by dimension name, and its
+        fact kind; one gather per column for all of them."""
         at = np.asarray(docs, dtype=np.int64)
         scores = [column.view()[at].tolist() for column in self.significance.values()]
         names = list(self.significance)

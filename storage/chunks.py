@@ -172,3 +172,34 @@ def iter_chunk_paths(chunks_dir: Path) -> Iterator[Path]:
     """Every chunk file, in first-seq order."""
     paths = chunks_dir.glob("*/*/*.chunk") if chunks_dir.exists() else iter(())
     yield from sorted(paths, key=lambda p: p.name)
+
+
+def remove_chunks_after(chunks_dir: Path, built_seq: int) -> int:
+    """Remove chunk files (and leftover temporary files) beyond ``built_seq``; how many.
+
+    A start runs it before it serves: it reads the month folders' entries by name
+    (``os.scandir``), with no Path per file, since a million frames lie in
+    20,000 chunk files (90 ms with a Path each, against about 20).
+    """
+    chunks_dir.mkdir(mode=0o700, exist_ok=True)
+    removed = 0
+    for year in _subfolders(chunks_dir):
+        for month in _subfolders(year):
+            with os.scandir(month) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name.endswith(".tmp"):
+                        Path(entry.path).unlink(missing_ok=True)
+                    elif name.endswith(CHUNK_SUFFIX) and _first_seq(name) > built_seq:
+                        Path(entry.path).unlink(missing_ok=True)
+                        removed += 1
+    return removed
+
+
+def _first_seq(chunk_name: str) -> int:
+    return int(chunk_name[: -len(CHUNK_SUFFIX)])
+
+
+def _subfolders(path: str | Path) -> list[str]:
+    with os.scandir(path) as entries:
+        return [entry.path for entry in entries if entry.is_dir(follow_symlinks=False)]

@@ -452,17 +452,10 @@ class FileLog:
 
     def read_at(self, location: RecordLocation) -> Record:
         """The record at ``location`` (one pread), CRC verified; LogCorruptionError if bad."""
-        # The segment's path is built only for an error: a Path costs more than the
-        # pread itself, and search reads ten records or more per answer.
         try:
             handle = self._read_files.acquire(location.segment)
         except FileNotFoundError:
-            raise LogCorruptionError(
-                segment_path(self._log_dir, location.segment),
-                location.offset,
-                "missing_segment",
-                "the segment file is gone",
-            ) from None
+            raise self._damaged(location, "missing_segment", "the segment file is gone") from None
         try:
             data = pread_exact(handle.fd, location.length, location.offset)
         finally:
@@ -470,20 +463,18 @@ class FileLog:
         try:
             record = decode_record(data)
         except RecordError as exc:
-            raise LogCorruptionError(
-                segment_path(self._log_dir, location.segment),
-                location.offset,
-                exc.reason,
-                exc.detail,
-            ) from None
+            raise self._damaged(location, exc.reason, exc.detail) from None
         if record.size != location.length:
-            raise LogCorruptionError(
-                segment_path(self._log_dir, location.segment),
-                location.offset,
-                "bad_length",
-                f"record of {record.size} bytes, not {location.length}",
+            raise self._damaged(
+                location, "bad_length", f"record of {record.size} bytes, not {location.length}"
             )
         return record
+
+    def _damaged(self, location: RecordLocation, reason: str, detail: str) -> LogCorruptionError:
+        # The segment's path is built only here, for an error: a Path costs more than
+        # the pread itself, and a search reads ten records or more per answer.
+        path = segment_path(self._log_dir, location.segment)
+        return LogCorruptionError(path, location.offset, reason, detail)
 
     def read_from(self, seq: int, start: RecordLocation | None = None) -> Iterator[LogEntry]:
         """Every record with seq >= ``seq`` committed when this is called, in order.

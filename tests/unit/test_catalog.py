@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from memoryd.storage.catalog import Catalog, Filters, NewDocs
+from memoryd.storage.search.significance import FACT_KINDS
 
 
 def build() -> Catalog:
@@ -108,7 +109,7 @@ def test_restored_ids_round_trip_and_damage_is_refused() -> None:
         Catalog.from_arrays(meta, {**arrays, "catalog.ids": short})
 
 
-def test_annotations_of_many_docs_equal_each_doc_read_alone() -> None:
+def test_annotations_of_many_docs_equal_each_doc_read_from_its_columns() -> None:
     catalog = Catalog()
     for i in range(40):
         catalog.add(
@@ -116,7 +117,13 @@ def test_annotations_of_many_docs_equal_each_doc_read_alone() -> None:
             fact_kind=i % 4, significance=tuple((i * j % 13) / 13 for j in range(6)),
         )  # fmt: skip
     docs = [37, 0, 5, 5, 12]
-    expected = [(catalog.significance_of(d), catalog.fact_kind_of(d)) for d in docs]
+    expected = [
+        (
+            {name: float(column.view()[d]) for name, column in catalog.significance.items()},
+            FACT_KINDS[int(catalog.fact_kind.view()[d])],
+        )
+        for d in docs
+    ]
     assert catalog.annotations(docs) == expected
     assert len({kind for _, kind in expected}) > 1 and expected[0][0] != expected[1][0]
     assert catalog.annotations([]) == []

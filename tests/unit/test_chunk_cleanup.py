@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memoryd.daemon.startup_state import remove_chunks_after
-from memoryd.storage.chunks import chunk_path
+from memoryd.storage.chunks import chunk_path, remove_chunks_after
 
 
 def test_removes_chunks_after_the_built_seq_and_temporaries_only(tmp_path: Path) -> None:
