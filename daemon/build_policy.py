@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class BuildPolicy:
-    """Build once ``min_frames`` wait, at once at ``queue_bound``, else after ``idle_ms``.
+    """Build once ``min_frames`` wait and commits pause for ``quiet_ms``, at once at
+    ``queue_bound``, else after ``idle_ms`` without commits.
+
+    The pause: puts sent one at a time come ~0.2 ms apart, and a step started
+    between two of them holds the interpreter lock that the next one needs
+    (the write path and the builder share it), so while they stream the builder
+    lets up to ``queue_bound`` gather and builds them in one step.  0 builds as
+    soon as ``min_frames`` wait.
 
     Puts come first: while puts wait for their commit, the builder holds back
     for at most ``yield_ms_max`` at a time, unless ``yield_lag_max`` records
@@ -23,6 +30,7 @@ class BuildPolicy:
     min_frames: int = 5
     queue_bound: int = 20
     idle_ms: int = 10
+    quiet_ms: int = 2
     chunk_frames_max: int = 50
     yield_ms_max: int = 50
     yield_lag_max: int = 2_000
@@ -30,6 +38,8 @@ class BuildPolicy:
     def validate(self) -> BuildPolicy:
         if not 1 <= self.min_frames <= self.queue_bound:
             raise ValueError("build_min_frames must be between 1 and build_queue_bound")
+        if not 0 <= self.quiet_ms <= 1000:
+            raise ValueError("build_quiet_ms must be between 0 and 1000")
         if not 1 <= self.chunk_frames_max <= 10_000:
             raise ValueError("chunk_frames_max must be between 1 and 10000")
         if self.idle_ms < 0:

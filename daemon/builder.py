@@ -9,9 +9,11 @@ event loop thread, so that search always sees one consistent state.
 When to build (``BuildPolicy``):
 - fewer than ``min_frames`` records wait: build after ``idle_ms`` without
   new commits (a lone put is searchable within about idle_ms);
-- at least ``min_frames`` wait: build after one loop iteration, so that puts
-  arriving together share a chunk;
-- ``queue_bound`` or more wait: build at once, chunk after chunk;
+- at least ``min_frames`` wait: build once commits pause for ``quiet_ms``, so
+  that puts arriving together, or one at a time back to back, share a chunk
+  (a step started between two lone puts delays the next one);
+- ``queue_bound`` or more wait, or a search waits for what is committed:
+  build at once, chunk after chunk;
 - but while puts wait for their commit, hold back (``yield_ms_max`` at a time,
   up to a lag of ``yield_lag_max``, never while a search waits): on two cores
   the builder's Python work and the write path share one interpreter lock, and
@@ -147,6 +149,7 @@ class Builder:
             return True
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((seq, future))
+        self._wake.set()  # a search waits: gathering more frames ends now
         try:
             async with asyncio.timeout(timeout_s):
                 await future
@@ -256,18 +259,27 @@ class Builder:
     async def _gather(self, lag: int) -> None:
         """Wait briefly for more records to share this chunk, as the policy says."""
         policy = self._policy
-        if self._stopping or lag >= policy.queue_bound:
+        if self._stopping or lag >= policy.queue_bound or self._waiters:
             return
-        if lag >= policy.min_frames:
-            await asyncio.sleep(0)
-            return
-        while not self._stopping and self.lag < policy.min_frames:
-            self._wake.clear()
-            try:
-                async with asyncio.timeout(policy.idle_ms / 1000):
-                    await self._wake.wait()
-            except TimeoutError:
+        while self.lag < policy.min_frames:
+            if not await self._next_commit(policy.idle_ms) or self._stopping or self._waiters:
                 return
+        if policy.quiet_ms == 0:
+            await asyncio.sleep(0)  # puts arriving together share the chunk
+            return
+        while self.lag < policy.queue_bound:
+            if not await self._next_commit(policy.quiet_ms) or self._stopping or self._waiters:
+                return
+
+    async def _next_commit(self, within_ms: int) -> bool:
+        """True if woken (a commit, a search waiting, a stop) within ``within_ms``."""
+        self._wake.clear()
+        try:
+            async with asyncio.timeout(within_ms / 1000):
+                await self._wake.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def _yield_to_writes(self) -> None:
         """Hold back while puts wait for their commit, within the policy's bounds."""

@@ -63,6 +63,7 @@ class Config:
     build_min_frames: int = 5
     build_queue_bound: int = 20
     build_idle_ms: int = 10
+    build_quiet_ms: int = 2
     chunk_frames_max: int = 50
     # How long, and up to what lag, the builder holds back while puts wait for their commit.
     build_yield_ms_max: int = 50
@@ -170,6 +171,7 @@ class Config:
                 self.build_min_frames,
                 self.build_queue_bound,
                 self.build_idle_ms,
+                self.build_quiet_ms,
                 self.chunk_frames_max,
                 self.build_yield_ms_max,
                 self.build_yield_lag_max,

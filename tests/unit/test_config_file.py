@@ -204,3 +204,12 @@ def test_toml_values_round_trip(tmp_path: Path) -> None:
     path = write(tmp_path / "round.toml", text + "\n")
     again = load_config(config_file=path, environ=base_env(tmp_path))
     assert again.config == loaded.config
+
+
+@pytest.mark.parametrize("quiet_ms", [-1, 1001])
+def test_a_build_quiet_time_out_of_range_is_refused(tmp_path: Path, quiet_ms: int) -> None:
+    path = write(tmp_path / "memoryd.toml", f"build_quiet_ms = {quiet_ms}\n")
+    with pytest.raises(ConfigError, match="build_quiet_ms must be between 0 and 1000"):
+        load_config(config_file=path, environ=base_env(tmp_path))
+    path = write(tmp_path / "memoryd.toml", "build_quiet_ms = 0\n")
+    assert load_config(config_file=path, environ=base_env(tmp_path)).config.build_quiet_ms == 0

@@ -1,0 +1,99 @@
+"""When the builder builds: puts that stream share a step; a waiting search cuts the wait.
+
+The policy's times are stretched (hundreds of ms) so that what is asserted
+does not depend on how fast this machine answers a put.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from memoryd.client import Client
+from tests.integration.daemon_process import DaemonProcess
+
+LONE_PUTS = 12  # more than build_min_frames (5), fewer than build_queue_bound (20)
+
+
+def policy_daemon(tmp_path: Path, socket_dir: Path, quiet_ms: int) -> DaemonProcess:
+    config = tmp_path / "memoryd.toml"
+    config.write_text(
+        f"build_min_frames = 5\nbuild_queue_bound = 20\nbuild_idle_ms = 1000\n"
+        f"build_quiet_ms = {quiet_ms}\n"
+    )
+    return DaemonProcess(tmp_path / "data", socket_dir / "memoryd.sock", "--config", str(config))
+
+
+@pytest.fixture
+def quiet_daemon(tmp_path: Path, socket_dir: Path) -> Iterator[DaemonProcess]:
+    daemon = policy_daemon(tmp_path, socket_dir, quiet_ms=400).start()
+    yield daemon
+    assert daemon.terminate() == 0, daemon.stderr()
+
+
+def wait_built(client: Client, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while client.stats()["builder_lag"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.stats()["builder_lag"] == 0
+
+
+def lone_puts(client: Client, count: int) -> list[int]:
+    return [client.put(f"lone put {i} of a stream, marker{i}").seq for i in range(count)]
+
+
+def test_puts_one_at_a_time_are_built_together_once_they_pause(
+    quiet_daemon: DaemonProcess,
+) -> None:
+    with Client(quiet_daemon.socket_path) as client:
+        steps_before = client.stats()["builder_steps"]
+        lone_puts(client, LONE_PUTS)
+        # Twelve wait (past build_min_frames), but the puts came back to back: nothing
+        # is built until they have paused for build_quiet_ms.
+        assert client.stats()["builder_lag"] == LONE_PUTS
+        wait_built(client)
+        assert client.stats()["builder_steps"] - steps_before == 1
+        found = client.search("marker7", k=1, mode="keyword")
+        assert [hit.frame.content for hit in found.hits] == ["lone put 7 of a stream, marker7"]
+
+
+def test_without_a_quiet_time_a_step_starts_once_min_frames_wait(
+    tmp_path: Path, socket_dir: Path
+) -> None:
+    daemon = policy_daemon(tmp_path, socket_dir, quiet_ms=0).start()
+    try:
+        with Client(daemon.socket_path) as client:
+            steps_before = client.stats()["builder_steps"]
+            lone_puts(client, LONE_PUTS)
+            wait_built(client)
+            # 5 at a time (at least two steps), not all twelve in one.
+            assert client.stats()["builder_steps"] - steps_before >= 2
+    finally:
+        assert daemon.terminate() == 0, daemon.stderr()
+
+
+def test_a_search_waiting_for_a_put_does_not_wait_for_the_stream_to_pause(
+    quiet_daemon: DaemonProcess,
+) -> None:
+    with Client(quiet_daemon.socket_path) as client:
+        seqs = lone_puts(client, LONE_PUTS)
+        started = time.monotonic()
+        found = client.search("marker11", k=1, mode="keyword", min_seq=seqs[-1])
+        waited_s = time.monotonic() - started
+        assert [hit.frame.content for hit in found.hits] == ["lone put 11 of a stream, marker11"]
+        # Built at once for the search: not after build_quiet_ms (0.4 s) or idle (1 s).
+        assert waited_s < 0.35
+
+
+def test_a_search_waiting_for_a_lone_put_does_not_wait_for_the_idle_time(
+    quiet_daemon: DaemonProcess,
+) -> None:
+    with Client(quiet_daemon.socket_path) as client:
+        put = client.put("a single put, fewer than build_min_frames: beacon")
+        started = time.monotonic()
+        found = client.search("beacon", k=1, mode="keyword", min_seq=put.seq)
+        assert [hit.frame.id for hit in found.hits] == [put.id]
+        assert time.monotonic() - started < 0.35  # build_idle_ms is 1 s
