@@ -352,7 +352,8 @@ class Catalog:
             catalog.doc_of = dict(zip(catalog.ids, range(n), strict=True))
         else:
             docs_live = live.tolist()
-            catalog.doc_of = dict(zip(map(catalog.ids.__getitem__, docs_live), docs_live))
+            ids_live = map(catalog.ids.__getitem__, docs_live)
+            catalog.doc_of = dict(zip(ids_live, docs_live, strict=True))
         expiring = arrays["catalog.expiring_docs"].tolist()
         if not all(0 <= doc < n and alive[doc] for doc in expiring):
             raise ValueError("catalog expiry names docs it does not hold live")
