@@ -85,6 +85,7 @@ def top_k(docs: IntArray, scores: FloatArray, k: int) -> tuple[IntArray, FloatAr
 
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX_2 = np.uint64(0x94D049BB133111EB)
+_MIX_SHIFTS = (np.uint64(30), np.uint64(27), np.uint64(31))
 
 
 def mix64(h: IntArray) -> IntArray:
@@ -92,12 +93,22 @@ def mix64(h: IntArray) -> IntArray:
 
     The hashed embedder and SimHash both use it, so their hashes agree by construction.
     """
-    h = h ^ (h >> np.uint64(30))
-    h = h * _MIX_1
-    h = h ^ (h >> np.uint64(27))
-    h = h * _MIX_2
-    out: IntArray = h ^ (h >> np.uint64(31))
-    return out
+    return mix64_in_place(np.array(h, dtype=np.uint64))
+
+
+def mix64_in_place(h: IntArray) -> IntArray:
+    """``mix64`` of a uint64 array written into it, with one scratch array: where a
+    few dozen values are mixed (a lone put's SimHash), numpy's per-call cost and
+    allocations are most of the time."""
+    scratch = h >> _MIX_SHIFTS[0]
+    h ^= scratch
+    h *= _MIX_1
+    np.right_shift(h, _MIX_SHIFTS[1], out=scratch)
+    h ^= scratch
+    h *= _MIX_2
+    np.right_shift(h, _MIX_SHIFTS[2], out=scratch)
+    h ^= scratch
+    return h
 
 
 def text_sums(counts: IntArray, values: IntArray) -> IntArray:
