@@ -1,6 +1,6 @@
 """When the builder builds: puts that stream share a step; a waiting search cuts the wait.
 
-The policy's times are stretched (hundreds of ms) so that what is asserted
+The policy's times are stretched to seconds so that what is asserted
 does not depend on how fast this machine answers a put.
 """
 
