@@ -74,6 +74,7 @@ class ChunkInfo:
 
 
 CHUNK_SUFFIX = ".chunk"  # a chunk file is DATA_DIR/chunks/YYYY/MM/<first seq, 20 digits>.chunk
+TEMPORARY_SUFFIX = ".tmp"  # a chunk being written, renamed once whole
 
 
 def chunk_path(chunks_dir: Path, first_seq: int, first_timestamp_ms: int) -> Path:
@@ -118,7 +119,7 @@ def write_chunk(chunks_dir: Path, frames: Sequence[Frame]) -> ChunkInfo:
     data, raw_bytes = encode_chunk(frames)
     path = chunk_path(chunks_dir, frames[0].seq, frames[0].timestamp_ms)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
+    temporary = path.with_suffix(TEMPORARY_SUFFIX)
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data)
@@ -170,7 +171,7 @@ def read_chunk(path: Path) -> list[Frame]:
 
 def iter_chunk_paths(chunks_dir: Path) -> Iterator[Path]:
     """Every chunk file, in first-seq order."""
-    paths = chunks_dir.glob("*/*/*.chunk") if chunks_dir.exists() else iter(())
+    paths = chunks_dir.glob(f"*/*/*{CHUNK_SUFFIX}") if chunks_dir.exists() else iter(())
     yield from sorted(paths, key=lambda p: p.name)
 
 
@@ -188,7 +189,7 @@ def remove_chunks_after(chunks_dir: Path, built_seq: int) -> int:
             with os.scandir(month) as entries:
                 for entry in entries:
                     name = entry.name
-                    if name.endswith(".tmp"):
+                    if name.endswith(TEMPORARY_SUFFIX):
                         Path(entry.path).unlink(missing_ok=True)
                     elif name.endswith(CHUNK_SUFFIX) and _first_seq(name) > built_seq:
                         Path(entry.path).unlink(missing_ok=True)

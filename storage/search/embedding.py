@@ -28,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from memoryd.storage.search.arrays import FloatArray, IntArray, mix64
+from memoryd.storage.search.arrays import FloatArray, IntArray, mix64_in_place
 from memoryd.storage.search.lexicon import Tokens, lexicon_of, spans
 from memoryd.storage.search.text import DEFAULT_TOKENIZER, Tokenizer
 
@@ -108,7 +108,7 @@ class HashingEmbedder:
                 families.append((s.word_weight, row, self._codes(hashes)))
             if s.pair_weight and hashes.shape[0] > 1:
                 same = row[1:] == row[:-1]
-                pairs = mix64(hashes[:-1] * _PAIR + hashes[1:])[same]
+                pairs = mix64_in_place(hashes[:-1] * _PAIR + hashes[1:])[same]
                 families.append((s.pair_weight, row[1:][same], self._codes(pairs)))
         if s.ngram_weight:
             starts, lengths, codes = vocabulary.term_ragged(
@@ -165,7 +165,7 @@ class HashingEmbedder:
         h = np.repeat(sizes.astype(np.uint64)[:, None], windows, axis=1)
         for j in range(s.ngram_max):
             first = max(0, j + 1 - s.ngram_min)  # rows whose n is above j
-            h[first:] = mix64(h[first:] * _PAIR + cps[j : j + windows])
+            h[first:] = mix64_in_place(h[first:] * _PAIR + cps[j : j + windows])
         at = np.arange(windows)
         clean = (spaces[at + sizes[:, None]] - spaces[at]) == 0  # (n, window): no space
         counts = np.bincount(np.broadcast_to(owner, clean.shape)[clean], minlength=len(terms))

@@ -85,7 +85,7 @@ def _shingles(hashes: IntArray) -> IntArray:
         return mix64(hashes)
     out = np.zeros(n - shingle_words + 1, dtype=np.uint64)
     for j in range(shingle_words):
-        out = mix64(out * _PAIR + hashes[j : j + out.shape[0]])
+        out = mix64_in_place(out * _PAIR + hashes[j : j + out.shape[0]])
     return out
 
 
@@ -139,11 +139,11 @@ def _simhash_of_hashes(hashes: IntArray, counts: IntArray) -> IntArray:
     acc = np.zeros(owner.shape[0], dtype=np.uint64)
     for j in range(shingle_words):
         at = np.minimum(first + j, total - 1)
-        acc = mix64(acc * _PAIR + hashes[at])
+        acc = mix64_in_place(acc * _PAIR + hashes[at])
     shingles = acc
     if bool((counts < shingle_words).any()):  # short texts hash their words alone
         long_text = np.repeat(counts >= shingle_words, windows)
-        shingles = np.where(long_text, acc, mix64(hashes[first]))
+        shingles = np.where(long_text, acc, mix64_in_place(hashes[first]))
     present = np.flatnonzero(windows)
     starts_of_present = np.cumsum(windows)[present] - windows[present]
     # Per text, how many of its shingles set each bit.  Plane k keeps bit k of each

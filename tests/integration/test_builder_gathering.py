@@ -16,6 +16,7 @@ from memoryd.client import Client
 from tests.integration.daemon_process import DaemonProcess
 
 LONE_PUTS = 12  # more than build_min_frames (5), fewer than build_queue_bound (20)
+SEARCH_WAIT_MS = 800  # below build_quiet_ms (1 s): a search that waited for quiet fails
 
 
 def policy_daemon(
@@ -79,17 +80,23 @@ def test_without_a_quiet_time_a_step_starts_once_min_frames_wait(
         assert daemon.terminate() == 0, daemon.stderr()
 
 
+def search_within(client: Client, query: str, min_seq: int) -> list[str]:
+    """Contents of the one best keyword hit, the search allowed to wait ``SEARCH_WAIT_MS``
+    for ``min_seq`` to be built (a ``busy`` error past that)."""
+    args = {"query": query, "k": 1, "mode": "keyword", "min_seq": min_seq}
+    answer = client.call("search", {**args, "wait_ms": SEARCH_WAIT_MS})
+    return [hit["frame"]["content"] for hit in answer["hits"]]
+
+
 def test_a_search_waiting_for_a_put_does_not_wait_for_the_stream_to_pause(
     quiet_daemon: DaemonProcess,
 ) -> None:
     with Client(quiet_daemon.socket_path) as client:
         seqs = lone_puts(client, LONE_PUTS)
-        started = time.monotonic()
-        found = client.search("marker11", k=1, mode="keyword", min_seq=seqs[-1])
-        waited_s = time.monotonic() - started
-        assert [hit.frame.content for hit in found.hits] == ["lone put 11 of a stream, marker11"]
-        # Built at once for the search: not after build_quiet_ms (1 s).
-        assert waited_s < 0.8
+        # Built at once for the search: were it built only after build_quiet_ms
+        # (1 s), the search would give up at SEARCH_WAIT_MS with a busy error.
+        found = search_within(client, "marker11", seqs[-1])
+        assert found == ["lone put 11 of a stream, marker11"]
 
 
 def test_a_search_waiting_for_a_lone_put_does_not_wait_for_the_idle_time(
@@ -97,7 +104,6 @@ def test_a_search_waiting_for_a_lone_put_does_not_wait_for_the_idle_time(
 ) -> None:
     with Client(quiet_daemon.socket_path) as client:
         put = client.put("a single put, fewer than build_min_frames: beacon")
-        started = time.monotonic()
-        found = client.search("beacon", k=1, mode="keyword", min_seq=put.seq)
-        assert [hit.frame.id for hit in found.hits] == [put.id]
-        assert time.monotonic() - started < 0.8  # build_idle_ms is 5 s
+        # Fewer than build_min_frames wait: without the search, idle (5 s) would pass first.
+        found = search_within(client, "beacon", put.seq)
+        assert found == ["a single put, fewer than build_min_frames: beacon"]
