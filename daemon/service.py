@@ -119,8 +119,9 @@ class Service:
         # Near twins of new frames among built ones (daemon/near_duplicates.py), if set.
         self.near_duplicates: Callable[[Sequence[Frame]], list[str | None]] | None = None
         # Frames submitted that want their near twin, and the twins found, by frame object:
-        # the first put of a commit group to be applied looks for every waiting frame's
-        # twin in one batch (one SimHash pass), so pipelined puts share the cost.
+        # while a commit group is written (or else when its first put is applied) every
+        # waiting frame's twin is looked up in one batch (one SimHash pass), so pipelined
+        # puts share the cost and a lone put's lookup overlaps its fsync.
         self._near_waiting: dict[int, Frame] = {}
         self._near_found: dict[int, str | None] = {}
         self.handlers: dict[str, Handler] = {
@@ -329,18 +330,28 @@ class Service:
                     results[index]["near_duplicate_of"] = twin  # type: ignore[index]
             return answer() if answer is not None else None
 
-        committed = self._writer.submit(events, apply, forget, deferred)
+        committed = self._writer.submit(
+            events, apply, forget, deferred, self._find_twins if wants_twins else None
+        )
         in_flight.update(dict.fromkeys(new, (committed, new)))
         return committed
 
+    def _find_twins(self) -> None:
+        """Find the near twins of every frame waiting for one, in one batch."""
+        waiting = list(self._near_waiting.values())
+        if waiting:
+            assert self.near_duplicates is not None
+            self._near_found.update(
+                zip(map(id, waiting), self.near_duplicates(waiting), strict=True)
+            )
+            self._near_waiting.clear()
+
     def _twins(self, frames: Sequence[Frame]) -> list[str | None]:
-        """The near twins of ``frames`` (committed): found with every waiting frame's."""
+        """The near twins of ``frames`` (committed): found while they were written, or
+        now with every waiting frame's."""
         found = self._near_found
         if any(id(frame) not in found for frame in frames):
-            waiting = list(self._near_waiting.values())
-            assert self.near_duplicates is not None
-            found.update(zip(map(id, waiting), self.near_duplicates(waiting), strict=True))
-            self._near_waiting.clear()
+            self._find_twins()
         return [found.pop(id(frame), None) for frame in frames]
 
     def delete(self, args: dict[str, Any]) -> Result:

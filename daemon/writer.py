@@ -24,6 +24,11 @@ seals' cost stays off the loop).  If it raises, only its submission fails
 (MemorydError as raised, else ``internal``); the rest of the group is
 committed.
 
+A submission may also bring work to overlap the disk: ``while_writing`` runs on
+the loop as soon as the thread starts on its group, while the write and fsync
+hold no interpreter lock (a put's near-twin lookup, which its answer needs,
+runs there instead of after the commit).
+
 If the append fails (a full disk, an I/O error) the log has already undone
 the partial write; every submission in that group fails with ``disk_full``
 or ``storage_error`` and the writer carries on with the next group.
@@ -60,6 +65,9 @@ class Submission:
     # Called on the loop when the events could not be committed, before the future fails.
     on_failure: Callable[[], None] | None = None
     deferred: DeferredPayloads | None = None  # the payloads, once the seqs are known
+    # Run on the loop while the group is being written: work the answer needs that
+    # can overlap the write and fsync (the thread holds no interpreter lock in them).
+    while_writing: Callable[[], None] | None = None
 
 
 class CommitWriter:
@@ -103,6 +111,7 @@ class CommitWriter:
         apply: ApplyFn,
         on_failure: Callable[[], None] | None = None,
         deferred: DeferredPayloads | None = None,
+        while_writing: Callable[[], None] | None = None,
     ) -> asyncio.Future[object]:
         """Queue events to commit together.
 
@@ -110,6 +119,10 @@ class CommitWriter:
         events are durable and applied, or fails with MemorydError (after
         ``on_failure`` has run, when given).  With ``deferred``, the payloads
         of ``events`` are placeholders: ``deferred(first seq)`` makes them.
+        ``while_writing`` runs on the loop once the thread starts writing the
+        events' group, before ``apply`` (once per group, however many of its
+        submissions bring the same function); if it raises, the error is logged
+        and the commit goes on.
         """
         if not self._accepting:
             raise MemorydError(errors.SHUTTING_DOWN, "memoryd is shutting down")
@@ -120,7 +133,7 @@ class CommitWriter:
             )
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._queued_events += len(events)
-        self._queue.put(Submission(events, apply, future, on_failure, deferred))
+        self._queue.put(Submission(events, apply, future, on_failure, deferred, while_writing))
         return future
 
     async def run(self) -> None:
@@ -169,6 +182,9 @@ class CommitWriter:
                     loop.call_soon_threadsafe(self._fail_refused, refused)
                 if not group:
                     continue
+                early = list(dict.fromkeys(s.while_writing for s in group if s.while_writing))
+                if early:
+                    loop.call_soon_threadsafe(_run_each, early)
                 try:
                     result: list[AppendedRecord] | Exception = self._log.append(
                         [event for submission in group for event in submission.events]
@@ -297,6 +313,14 @@ class CommitWriter:
                 submission.on_failure()
             if not submission.future.done():
                 submission.future.set_exception(failure)
+
+
+def _run_each(functions: list[Callable[[], None]]) -> None:
+    for function in functions:
+        try:
+            function()
+        except Exception:  # the work is redone where the answer needs it
+            log.exception("work overlapping a commit failed")
 
 
 def _resolved(events: list[Event], payloads: list[bytes]) -> list[Event]:

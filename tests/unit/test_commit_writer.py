@@ -166,6 +166,70 @@ async def test_a_failing_apply_answers_internal_and_the_rest_of_the_group_is_app
     await stop(writer, task)
 
 
+async def test_while_writing_runs_on_the_loop_while_its_group_is_written_before_apply(
+    gated: GatedLog,
+) -> None:
+    writer = make_writer(gated)
+    task = asyncio.create_task(writer.run())
+    gated.gate.clear()  # the append holds, as a slow write and fsync would
+    order: list[tuple[str, ...]] = []
+    loop_thread = threading.current_thread().name
+
+    def early(name: str) -> Callable[[], None]:
+        def run() -> None:
+            order.append(("early", name, threading.current_thread().name))
+
+        return run
+
+    def apply(name: str) -> Callable[[Sequence[AppendedRecord]], list[int]]:
+        def applied(appended: Sequence[AppendedRecord]) -> list[int]:
+            order.append(("apply", name))
+            return seqs(appended)
+
+        return applied
+
+    first = writer.submit(events(1, "a"), apply("a"), while_writing=early("a"))
+    for _ in range(100):  # the hook runs while the append is still held
+        if order:
+            break
+        await asyncio.sleep(0.01)
+    assert order == [("early", "a", loop_thread)]
+    assert not first.done()
+    # Queued behind it, one group: a function two submissions share runs once.
+    shared = early("bc")
+    later = [
+        writer.submit(events(1, "b"), apply("b"), while_writing=shared),
+        writer.submit(events(1, "c"), apply("c"), while_writing=shared),
+        writer.submit(events(1, "d"), apply("d")),
+    ]
+    gated.gate.set()
+    assert await first == [1]
+    assert [await future for future in later] == [[2], [3], [4]]
+    assert gated.appends == [1, 3]
+    assert order == [
+        ("early", "a", loop_thread),
+        ("apply", "a"),
+        ("early", "bc", loop_thread),
+        ("apply", "b"),
+        ("apply", "c"),
+        ("apply", "d"),
+    ]
+    await stop(writer, task)
+
+
+async def test_a_failing_while_writing_leaves_the_commit_whole(gated: GatedLog) -> None:
+    writer = make_writer(gated)
+    task = asyncio.create_task(writer.run())
+
+    def broken() -> None:
+        raise RuntimeError("overlapping work failed")
+
+    assert await writer.submit(events(2, "a"), seqs, while_writing=broken) == [1, 2]
+    assert await writer.submit(events(1, "b"), seqs) == [3]
+    assert writer.commit_failures == 0
+    await stop(writer, task)
+
+
 async def test_submit_is_bounded_by_queue_events_max(gated: GatedLog) -> None:
     writer = make_writer(gated, queue_events_max=5, batch_events_max=5)
     task = asyncio.create_task(writer.run())
