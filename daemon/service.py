@@ -303,8 +303,6 @@ class Service:
             deferred = _sealing(vault, events, frames, sealed_at, len(expired))
 
         wants_twins = near and self.near_duplicates is not None
-        if wants_twins:
-            self._near_waiting.update((id(frame), frame) for frame in frames)
 
         def forget() -> None:
             for fid in new:
@@ -333,6 +331,10 @@ class Service:
         committed = self._writer.submit(
             events, apply, forget, deferred, self._find_twins if wants_twins else None
         )
+        # Only once accepted (a refused put must leave nothing behind), and before
+        # the loop can run anything the writer hands back.
+        if wants_twins:
+            self._near_waiting.update((id(frame), frame) for frame in frames)
         in_flight.update(dict.fromkeys(new, (committed, new)))
         return committed
 

@@ -319,7 +319,7 @@ def _run_each(functions: list[Callable[[], None]]) -> None:
     for function in functions:
         try:
             function()
-        except Exception:  # the work is redone where the answer needs it
+        except Exception:  # logged; the answer's own path does or fails the work
             log.exception("work overlapping a commit failed")
 
 

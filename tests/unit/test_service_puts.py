@@ -15,9 +15,11 @@ import pytest
 from memoryd.client import errors
 from memoryd.client.errors import MemorydError
 from memoryd.daemon.config import Config
+from memoryd.daemon.near_duplicates import NearDuplicates
 from memoryd.daemon.service import Service
 from memoryd.daemon.writer import CommitWriter, Event
 from memoryd.storage import AppendedRecord, FileLog
+from memoryd.storage.derived import DerivedState
 from memoryd.storage.projection import Projection
 
 
@@ -147,3 +149,29 @@ async def test_private_puts_are_refused_before_anything_is_written(daemon: Daemo
         daemon.service.put_batch({"frames": [{"content": "a"}, {"content": "b", "private": True}]})
     assert caught.value.code == errors.LOCKED
     assert daemon.log.last_seq == 0 and daemon.service._in_flight == {}
+
+
+async def test_a_put_refused_as_busy_leaves_no_near_twin_work_behind(tmp_path: Path) -> None:
+    log, _report = FileLog.open(tmp_path / "log")
+    gated = GatedLog(log)
+    writer = CommitWriter(
+        gated, queue_events_max=1, batch_events_max=1_000, relaxed_sync_interval_ms=None
+    )
+    task = asyncio.create_task(writer.run())
+    config = Config(data_dir=tmp_path / "data", socket_path=tmp_path / "s.sock")
+    service = Service(config, gated, Projection(), writer, dict)  # type: ignore[arg-type]
+    service.near_duplicates = NearDuplicates(DerivedState(tmp_path / "chunks"))
+    gated.gate.clear()  # the first put holds the queue's one place
+    first = service.put({"content": "the first memory"})
+    with pytest.raises(MemorydError) as caught:
+        service.put({"content": "a second memory"})
+    assert caught.value.code == errors.BUSY
+    gated.gate.set()
+    put = await answer(first)
+    assert put["is_new"] and "near_duplicate_of" not in put
+    # Nothing of either put waits for, or holds, a twin any longer.
+    assert service._near_waiting == {} and service._near_found == {}
+    writer.stop()
+    await task
+    writer.close()
+    log.close()
