@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -56,23 +57,35 @@ class Daemon:
     projection: Projection
 
 
-@pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+@contextlib.asynccontextmanager
+async def running_service(tmp_path: Path, queue_events_max: int) -> AsyncIterator[Daemon]:
+    """A Service over a real log (appends behind a gate) and a running CommitWriter."""
     log, _report = FileLog.open(tmp_path / "log")
     gated = GatedLog(log)
     projection = Projection()
     writer = CommitWriter(
-        gated, queue_events_max=10_000, batch_events_max=1_000, relaxed_sync_interval_ms=None
+        gated,
+        queue_events_max=queue_events_max,
+        batch_events_max=1_000,
+        relaxed_sync_interval_ms=None,
     )
     task = asyncio.create_task(writer.run())
     config = Config(data_dir=tmp_path / "data", socket_path=tmp_path / "s.sock")
     service = Service(config, gated, projection, writer, dict)  # type: ignore[arg-type]
-    yield Daemon(service, gated, projection)
-    gated.gate.set()
-    writer.stop()
-    await task
-    writer.close()
-    log.close()
+    try:
+        yield Daemon(service, gated, projection)
+    finally:
+        gated.gate.set()
+        writer.stop()
+        await task
+        writer.close()
+        log.close()
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    async with running_service(tmp_path, queue_events_max=10_000) as running:
+        yield running
 
 
 async def answer(result: Any) -> dict[str, Any]:
@@ -152,26 +165,16 @@ async def test_private_puts_are_refused_before_anything_is_written(daemon: Daemo
 
 
 async def test_a_put_refused_as_busy_leaves_no_near_twin_work_behind(tmp_path: Path) -> None:
-    log, _report = FileLog.open(tmp_path / "log")
-    gated = GatedLog(log)
-    writer = CommitWriter(
-        gated, queue_events_max=1, batch_events_max=1_000, relaxed_sync_interval_ms=None
-    )
-    task = asyncio.create_task(writer.run())
-    config = Config(data_dir=tmp_path / "data", socket_path=tmp_path / "s.sock")
-    service = Service(config, gated, Projection(), writer, dict)  # type: ignore[arg-type]
-    service.near_duplicates = NearDuplicates(DerivedState(tmp_path / "chunks"))
-    gated.gate.clear()  # the first put holds the queue's one place
-    first = service.put({"content": "the first memory"})
-    with pytest.raises(MemorydError) as caught:
-        service.put({"content": "a second memory"})
-    assert caught.value.code == errors.BUSY
-    gated.gate.set()
-    put = await answer(first)
-    assert put["is_new"] and "near_duplicate_of" not in put
-    # Nothing of either put waits for, or holds, a twin any longer.
-    assert service._near_waiting == {} and service._near_found == {}
-    writer.stop()
-    await task
-    writer.close()
-    log.close()
+    async with running_service(tmp_path, queue_events_max=1) as running:
+        service = running.service
+        service.near_duplicates = NearDuplicates(DerivedState(tmp_path / "chunks"))
+        running.log.gate.clear()  # the first put holds the queue's one place
+        first = service.put({"content": "the first memory"})
+        with pytest.raises(MemorydError) as caught:
+            service.put({"content": "a second memory"})
+        assert caught.value.code == errors.BUSY
+        running.log.gate.set()
+        put = await answer(first)
+        assert put["is_new"] and "near_duplicate_of" not in put
+        # Nothing of either put waits for, or holds, a twin any longer.
+        assert service._near_waiting == {} and service._near_found == {}
