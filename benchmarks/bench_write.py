@@ -5,6 +5,7 @@ Rows, all with default durability (acknowledged after fsync):
   (b) pipelined puts from one client              (window of in-flight puts)
   (c) 8 concurrent clients, one put at a time each (8 processes: group commit)
   (d) put_batch                                    (batches of BATCH frames)
+  (e) put_batch, pipelined                         (BATCHES_IN_FLIGHT batches at once)
 and what a user would pick instead: SQLite (standard library, WAL,
 synchronous=FULL) inserting the same frames one transaction each, and in
 transactions of BATCH frames.
@@ -19,6 +20,7 @@ writes it, with the machine, to benchmarks/results/.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import multiprocessing
 import os
 import platform
@@ -36,14 +38,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from daemon_runner import BenchDaemon
 
-from memoryd.client import Client
+from memoryd.client import AsyncClient, Client
 
 SEED = 1121
 BATCH = 1000
+BATCHES_IN_FLIGHT = 4
 PIPELINE_WINDOW = 256
 CONCURRENT_CLIENTS = 8
 WORDS = [
@@ -240,13 +244,51 @@ def bench_batch(frames: list[dict[str, Any]], warm: list[dict[str, Any]]) -> Row
             start = time.perf_counter()
             for i in range(0, len(frames), BATCH):
                 chunk = frames[i : i + BATCH]
-                latencies.append(timed(lambda c=chunk: client.put_batch(c)))  # type: ignore[misc]
+                latencies.append(
+                    timed(lambda c=chunk: client.put_batch(c)) / len(chunk)  # type: ignore[misc]
+                )
             return Row(
                 f"memoryd (d) put_batch of {BATCH}",
                 len(frames),
                 time.perf_counter() - start,
                 latencies,
             )
+    finally:
+        daemon.remove()
+
+
+async def _batches_in_flight(
+    socket: Path, frames: list[dict[str, Any]], warm: list[dict[str, Any]]
+) -> tuple[float, list[float]]:
+    """Seconds for ``frames`` in batches of BATCH, BATCHES_IN_FLIGHT at once on one
+    connection, and each batch's latency per frame."""
+    async with AsyncClient(socket) as client:
+        await client.put_batch(warm[:BATCH])
+        gate = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+        latencies: list[float] = []
+
+        async def one(chunk: list[dict[str, Any]]) -> None:
+            async with gate:
+                sent = time.perf_counter()
+                await client.put_batch(chunk)
+                latencies.append((time.perf_counter() - sent) / len(chunk))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(frames[i : i + BATCH]) for i in range(0, len(frames), BATCH)))
+        return time.perf_counter() - start, latencies
+
+
+def bench_batch_pipelined(frames: list[dict[str, Any]], warm: list[dict[str, Any]]) -> Row:
+    daemon = BenchDaemon()
+    daemon.start()
+    try:
+        seconds, latencies = uvloop.run(_batches_in_flight(daemon.socket, frames, warm))
+        return Row(
+            f"memoryd (e) put_batch of {BATCH}, {BATCHES_IN_FLIGHT} in flight",
+            len(frames),
+            seconds,
+            latencies,
+        )
     finally:
         daemon.remove()
 
@@ -360,11 +402,12 @@ def main() -> int:
         bench_pipelined(frames, warm),
         bench_concurrent(single, warm_small),
         bench_batch(frames, warm),
+        bench_batch_pipelined(frames, warm),
         bench_sqlite(single, warm_small, batch=1),
         bench_sqlite(frames, warm, batch=BATCH),
     ]
-    sqlite_single = rows[4].frames_per_s
-    sqlite_batch = rows[5].frames_per_s
+    sqlite_single = rows[-2].frames_per_s
+    sqlite_batch = rows[-1].frames_per_s
     lines = [
         f"# Write path, {time.strftime('%Y-%m-%d')}",
         "",
@@ -372,7 +415,7 @@ def main() -> int:
         f"Command: `python benchmarks/bench_write.py --frames {args.frames} "
         f"--single-frames {args.single_frames}` (seed {SEED}; frames of 20-80 words).",
         "Latency columns: per put for (a) and (c) and SQLite one-per-transaction; per frame "
-        "of a window/batch otherwise.",
+        "otherwise (a window's or a batch's time over its frames).",
         "",
         "| row | frames | frames/s | p50 ms | p99 ms | vs SQLite one-per-txn | vs SQLite batched |",
         "|---|---:|---:|---:|---:|---:|---:|",
