@@ -15,37 +15,9 @@ from memoryd.client.errors import MemorydError
 from memoryd.daemon.writer import CommitWriter, Event
 from memoryd.storage import AppendedRecord, FileLog
 from memoryd.storage.record import RecordType
+from tests.unit.gated_log import GatedLog
 
 PUT = int(RecordType.FRAME_PUT)
-
-
-class GatedLog:
-    """A FileLog whose appends wait for a gate, and may be told to fail."""
-
-    def __init__(self, log: FileLog) -> None:
-        self.log = log
-        self.gate = threading.Event()
-        self.gate.set()
-        self.fail_with: Exception | None = None
-        self.appends: list[int] = []  # events per append
-        self.syncs = 0
-        self.threads: set[str] = set()
-
-    @property
-    def last_seq(self) -> int:
-        return self.log.last_seq
-
-    def append(self, events: Sequence[Event]) -> list[AppendedRecord]:
-        self.threads.add(threading.current_thread().name)
-        self.gate.wait()
-        if self.fail_with is not None:
-            raise self.fail_with
-        self.appends.append(len(events))
-        return self.log.append(events)
-
-    def sync(self) -> None:
-        self.syncs += 1
-        self.log.sync()
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,36 +17,11 @@ from memoryd.client.errors import MemorydError
 from memoryd.daemon.config import Config
 from memoryd.daemon.near_duplicates import NearDuplicates
 from memoryd.daemon.service import Service
-from memoryd.daemon.writer import CommitWriter, Event
-from memoryd.storage import AppendedRecord, FileLog
+from memoryd.daemon.writer import CommitWriter
+from memoryd.storage import FileLog
 from memoryd.storage.derived import DerivedState
 from memoryd.storage.projection import Projection
-
-
-class GatedLog:
-    """A FileLog whose appends wait for a gate and may be told to fail."""
-
-    def __init__(self, log: FileLog) -> None:
-        self.log = log
-        self.gate = threading.Event()
-        self.gate.set()
-        self.fail_with: OSError | None = None
-
-    @property
-    def last_seq(self) -> int:
-        return self.log.last_seq
-
-    def append(self, events: Sequence[Event]) -> list[AppendedRecord]:
-        self.gate.wait()
-        if self.fail_with is not None:
-            raise self.fail_with
-        return self.log.append(events)
-
-    def sync(self) -> None:
-        self.log.sync()
-
-    def __getattr__(self, name: str) -> Any:  # reads go to the real log
-        return getattr(self.log, name)
+from tests.unit.gated_log import GatedLog
 
 
 @dataclass
