@@ -25,6 +25,12 @@ class BuildPolicy:
     already wait to be built or a search waits for them (then it builds at
     once).  A burst of writes is acknowledged at the write path's own speed and
     indexed right after it; ``stats`` shows the lag meanwhile.
+
+    A step takes one chunk's records (``chunk_frames_max``) while puts wait for
+    their commit, and up to ``step_chunks_max`` chunks' otherwise: a backlog is
+    prepared and applied several chunks at a time (numpy's per-call costs and
+    the step's own are shared by more frames), then stored as chunks of at most
+    ``chunk_frames_max`` frames each.
     """
 
     min_frames: int = 5
@@ -34,6 +40,12 @@ class BuildPolicy:
     chunk_frames_max: int = 50
     yield_ms_max: int = 50
     yield_lag_max: int = 2_000
+    step_chunks_max: int = 4
+
+    @property
+    def step_records_max(self) -> int:
+        """The most records one step takes: ``step_chunks_max`` chunks' worth."""
+        return self.chunk_frames_max * self.step_chunks_max
 
     def validate(self) -> BuildPolicy:
         if not 1 <= self.min_frames <= self.queue_bound:
@@ -48,4 +60,6 @@ class BuildPolicy:
             raise ValueError("build_yield_ms_max must be between 0 and 1000")
         if self.yield_lag_max < 0:
             raise ValueError("build_yield_lag_max must not be negative")
+        if not 1 <= self.step_chunks_max <= 64:
+            raise ValueError("build_step_chunks_max must be between 1 and 64")
         return self

@@ -2,9 +2,12 @@
 
 It reads committed records in log order (never anything uncommitted: the
 writer tells it how far the log is committed) and folds them into
-``DerivedState`` one chunk at a time (at most ``chunk_frames_max`` frames):
-decoding and embedding on its own thread, then applying the result on the
-event loop thread, so that search always sees one consistent state.
+``DerivedState`` a step at a time, each stored as chunks of at most
+``chunk_frames_max`` frames: decoding and embedding on its own thread, then
+applying the result on the event loop thread, so that search always sees one
+consistent state.  A step is one chunk while puts wait for their commit, and
+up to ``step_chunks_max`` chunks otherwise (a backlog is built in fewer,
+larger passes).
 
 When to build (``BuildPolicy``):
 - fewer than ``min_frames`` records wait: build after ``idle_ms`` without
@@ -296,26 +299,40 @@ class Builder:
             await asyncio.sleep(0.001)
 
     async def _step(self) -> None:
-        """Read and prepare the next chunk's records on the builder thread (decoding
+        """Read and prepare the next step's records on the builder thread (decoding
         and embedding are the slow part), apply them here, on the loop thread,
-        where searches run, so that a search never sees half a chunk, then write
-        the chunk file on the builder thread."""
+        where searches run, so that a search never sees half a step, then write
+        its chunk files on the builder thread.
+
+        ``steps`` counts a step once applied, as ``lag`` does: a reader that sees
+        the lag fall to 0 sees every step that built it (its chunk files may still
+        be being written, and ``chunks_written`` counts them once they are)."""
         derived = self.derived
         built_seq, resume_at = derived.built_seq, derived.resume_at
         loop = asyncio.get_running_loop()
         self.step_interrupted = True
+        # Several chunks in one pass while no put waits for its commit (a backlog built
+        # after a burst): one chunk at a time while puts stream, so that applying a step
+        # on the loop never holds their acknowledgements long.
+        policy = self._policy
+        records_max = policy.chunk_frames_max if self.writes_pending() else policy.step_records_max
         prepared = await loop.run_in_executor(
-            self._executor, self._read_and_prepare, built_seq, resume_at
+            self._executor, self._read_and_prepare, built_seq, resume_at, records_max
         )
-        if prepared.entries:
-            step = derived.apply(prepared)
+        step = derived.apply(prepared) if prepared.entries else None
+        self.steps += 1
+        if step is not None:
             if self.on_built is not None:
                 self.on_built(step)
             # File creation can wait behind the log's fdatasync (ext4 orders them),
             # so the chunk is written on the builder thread, never on the loop.
-            await loop.run_in_executor(self._executor, derived.store_chunk, step.chunk_frames)
+            await loop.run_in_executor(
+                self._executor,
+                derived.store_chunk,
+                step.chunk_frames,
+                policy.chunk_frames_max,
+            )
         self.step_interrupted = False
-        self.steps += 1
         self.last_progress_monotonic = time.monotonic()
 
     async def _step_private(self) -> None:
@@ -336,12 +353,10 @@ class Builder:
         entries = [LogEntry(self._log.read_at(location), location) for _, location in batch]
         return self.derived.prepare_private(entries)
 
-    def _read_and_prepare(self, built_seq: int, resume_at: RecordLocation | None) -> Prepared:
-        entries = list(
-            itertools.islice(
-                self._log.read_from(built_seq + 1, resume_at), self._policy.chunk_frames_max
-            )
-        )
+    def _read_and_prepare(
+        self, built_seq: int, resume_at: RecordLocation | None, records_max: int
+    ) -> Prepared:
+        entries = list(itertools.islice(self._log.read_from(built_seq + 1, resume_at), records_max))
         return self.derived.prepare(entries)
 
     def _release_waiters(self) -> None:

@@ -39,7 +39,10 @@ def run_rebuild(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         report = rebuild_data_dir(
-            config.data_dir, make_embedder(config.embedder), config.chunk_frames_max
+            config.data_dir,
+            make_embedder(config.embedder),
+            config.chunk_frames_max,
+            config.build_step_chunks_max,
         )
     except DataDirLockedError as exc:
         print(f"memoryd: {exc}; stop it before rebuilding", file=sys.stderr)

@@ -68,6 +68,8 @@ class Config:
     # How long, and up to what lag, the builder holds back while puts wait for their commit.
     build_yield_ms_max: int = 50
     build_yield_lag_max: int = 2_000
+    # The most chunks one build step makes when a backlog waits (one pass over them all).
+    build_step_chunks_max: int = 4
     # Derived state is checkpointed this often (when the builder moved), and at a clean stop
     # within checkpoint_shutdown_deadline_s, so that a start replays only the log's tail.
     checkpoint_interval_s: float = 60.0
@@ -175,6 +177,7 @@ class Config:
                 self.chunk_frames_max,
                 self.build_yield_ms_max,
                 self.build_yield_lag_max,
+                self.build_step_chunks_max,
             ).validate()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None

@@ -270,10 +270,11 @@ class DerivedState:
     # every id costs 77 MiB (a 32-character str is 81 bytes).
     shared_id: Callable[[str], str] | None = None
 
-    def build(self, entries: Sequence[LogEntry]) -> BuildStep:
-        """Fold ``entries`` (consecutive, in log order) and store their chunk."""
+    def build(self, entries: Sequence[LogEntry], chunk_frames_max: int | None = None) -> BuildStep:
+        """Fold ``entries`` (consecutive, in log order) and store their frames in chunks
+        of at most ``chunk_frames_max`` (one chunk when None)."""
         step = self.apply(self.prepare(entries))
-        self.store_chunk(step.chunk_frames)
+        self.store_chunk(step.chunk_frames, chunk_frames_max)
         return step
 
     def prepare(self, entries: Sequence[LogEntry]) -> Prepared:
@@ -572,10 +573,12 @@ class DerivedState:
         )
         return None if found is None else catalog.ids[found[0]]
 
-    def store_chunk(self, frames: Sequence[Frame]) -> None:
-        """Write the immutable chunk of frames one ``apply`` added (nothing if none)."""
-        if frames:
-            info = write_chunk(self.chunks_dir, frames)
+    def store_chunk(self, frames: Sequence[Frame], frames_max: int | None = None) -> None:
+        """Write the frames one ``apply`` added as immutable chunks of at most
+        ``frames_max`` frames each, in order (all in one when None; nothing if none)."""
+        size = len(frames) if frames_max is None else frames_max
+        for start in range(0, len(frames), max(size, 1)):
+            info = write_chunk(self.chunks_dir, frames[start : start + size])
             self.unsynced_chunks.append(info.path)
             self._count_chunk(info)
 

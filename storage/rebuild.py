@@ -2,9 +2,10 @@
 
 ``rebuild_data_dir`` takes the data directory's lock (the daemon must be
 stopped), removes the checkpoint and every chunk file, folds the whole log
-into fresh derived state exactly as the daemon's builder does (same batches of
-``chunk_frames_max`` records, same doc numbers), and writes a new checkpoint,
-so that the next start serves from it without replaying anything.
+into fresh derived state as the daemon's builder folds a backlog (steps of
+``step_chunks_max`` chunks, chunk files of at most ``chunk_frames_max`` frames,
+the same doc numbers), and writes a new checkpoint, so that the next start
+serves from it without replaying anything.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ class RebuildReport:
         )
 
 
-def rebuild_data_dir(data_dir: Path, embedder: Embedder, chunk_frames_max: int) -> RebuildReport:
+def rebuild_data_dir(
+    data_dir: Path, embedder: Embedder, chunk_frames_max: int, step_chunks_max: int = 1
+) -> RebuildReport:
     """Rebuild all derived state of ``data_dir`` from its log; see the module docstring.
 
     Raises DataDirLockedError if a daemon (or another command) holds the lock.
@@ -86,9 +89,10 @@ def rebuild_data_dir(data_dir: Path, embedder: Embedder, chunk_frames_max: int) 
             derived.indexes.append(SearchFrames(index))
             entries = event_log.read_from(1)
             records = 0
-            while batch := list(itertools.islice(entries, chunk_frames_max)):
+            step_records = chunk_frames_max * step_chunks_max
+            while batch := list(itertools.islice(entries, step_records)):
                 records += len(batch)
-                derived.build(batch)
+                derived.build(batch, chunk_frames_max)
             info = None
             if derived.built_seq:
                 info = write_checkpoint(data_dir, capture(derived, index), event_log)

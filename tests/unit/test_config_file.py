@@ -213,3 +213,16 @@ def test_a_build_quiet_time_out_of_range_is_refused(tmp_path: Path, quiet_ms: in
         load_config(config_file=path, environ=base_env(tmp_path))
     path = write(tmp_path / "memoryd.toml", "build_quiet_ms = 0\n")
     assert load_config(config_file=path, environ=base_env(tmp_path)).config.build_quiet_ms == 0
+
+
+@pytest.mark.parametrize("value", [0, 65])
+def test_a_build_step_of_chunks_out_of_range_is_refused(tmp_path: Path, value: int) -> None:
+    path = write(tmp_path / "memoryd.toml", f"build_step_chunks_max = {value}\n")
+    with pytest.raises(ConfigError, match="build_step_chunks_max must be between 1 and 64"):
+        load_config(config_file=path, environ=base_env(tmp_path))
+
+
+def test_a_build_step_of_chunks_is_the_policy_s_records_per_step(tmp_path: Path) -> None:
+    path = write(tmp_path / "memoryd.toml", "build_step_chunks_max = 3\nchunk_frames_max = 7\n")
+    policy = load_config(config_file=path, environ=base_env(tmp_path)).config.build_policy()
+    assert (policy.step_chunks_max, policy.step_records_max) == (3, 21)
