@@ -576,8 +576,10 @@ class DerivedState:
     def store_chunk(self, frames: Sequence[Frame], frames_max: int | None = None) -> None:
         """Write the frames one ``apply`` added as immutable chunks of at most
         ``frames_max`` frames each, in order (all in one when None; nothing if none)."""
+        if not frames:
+            return
         size = len(frames) if frames_max is None else frames_max
-        for start in range(0, len(frames), max(size, 1)):
+        for start in range(0, len(frames), size):
             info = write_chunk(self.chunks_dir, frames[start : start + size])
             self.unsynced_chunks.append(info.path)
             self._count_chunk(info)

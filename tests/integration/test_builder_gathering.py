@@ -6,13 +6,13 @@ does not depend on how fast this machine answers a put.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from memoryd.client import Client
+from tests.integration.builder_support import wait_built
 from tests.integration.daemon_process import DaemonProcess
 
 LONE_PUTS = 12  # more than build_min_frames (5), fewer than build_queue_bound (20)
@@ -37,13 +37,6 @@ def quiet_daemon(tmp_path: Path, socket_dir: Path) -> Iterator[DaemonProcess]:
     daemon = policy_daemon(tmp_path, socket_dir, quiet_ms=1000, idle_ms=5000).start()
     yield daemon
     assert daemon.terminate() == 0, daemon.stderr()
-
-
-def wait_built(client: Client, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while client.stats()["builder_lag"] and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert client.stats()["builder_lag"] == 0
 
 
 def lone_puts(client: Client, count: int) -> list[int]:

@@ -6,6 +6,7 @@ import threading
 import time
 
 from memoryd.client import Client
+from tests.integration.builder_support import wait_built
 from tests.integration.daemon_process import DaemonProcess
 
 FRAMES = 4000
@@ -32,10 +33,7 @@ def test_a_burst_of_puts_is_indexed_after_it_and_a_waiting_search_is_not_held_ba
         found = client.search(f"number{FRAMES - 1}", k=1, mode="keyword", min_seq=last.seq)
         assert [hit.frame.id for hit in found.hits] == [last.id]
 
-        deadline = time.monotonic() + 30
-        while client.stats()["builder_lag"] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert client.stats()["builder_lag"] == 0
+        wait_built(client)
         first = client.search("number0", k=1, mode="keyword")
         assert [hit.frame.id for hit in first.hits] == [results[0].id]
 
